@@ -1,0 +1,44 @@
+# Two commands on a fresh clone: `make serve` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed-stamp
+REPO ?= model_repo
+HOST ?= 127.0.0.1
+PYTEST_ARGS ?=
+# The CPU torch wheel lies in /opt/wheels on this kind of machine; pip finds it there.
+FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
+
+.PHONY: install models serve test test-quick lint protos bench clean-models
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[frameworks,loadtest,dev]"
+	touch $(STAMP)
+
+# Builds the demo models into model_repo/ if they are missing (never overwrites a version).
+models: install
+	$(PY) -m converters.numpy2onnx --model-repository $(REPO)
+
+serve: models
+	$(VENV)/bin/modelgate serve --model-repository $(REPO) --host $(HOST)
+
+test: models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Core, protocol and end-to-end tests without TensorFlow/torch (seconds, not minutes).
+test-quick: install
+	$(PY) -m pytest -m "not frameworks" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+protos: install
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. gateway/protos/open_inference_grpc.proto

@@ -1,0 +1,1 @@
+"""Protocol buffer definitions and the Python modules generated from them (`make protos`)."""
