@@ -1,0 +1,144 @@
+"""ONNX Runtime, in-process: sessions run on a small per-model thread pool, off the event loop.
+
+ONNX Runtime releases the GIL inside ``run``, so the pool's threads execute in parallel
+while the event loop keeps decoding the next requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.core.backend import Backend, ModelVersionSource
+from gateway.core.config import format_validation_error
+from gateway.core.errors import BackendError, ConfigError
+from gateway.core.signature import merge_signature
+from gateway.core.types import Signature, TensorSpec
+
+ARTIFACT = "model.onnx"
+
+_ORT_TO_V2 = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+class OnnxParameters(BaseModel):
+    """``parameters:`` accepted in config.yaml for ``backend: onnxruntime``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intra_op_threads: Annotated[int, Field(ge=0, description="Threads inside one operator; 0 = ORT default.")] = 1
+    inter_op_threads: Annotated[int, Field(ge=0, description="Threads across operators; 0 = ORT default.")] = 1
+    concurrency: Annotated[int, Field(ge=1, description="Session runs in parallel (thread pool size).")] = 2
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+class OnnxRuntimeBackend(Backend):
+    """Serves ``<version>/model.onnx`` (or ``artifact:``) with onnxruntime's CPU provider."""
+
+    name = "onnxruntime"
+
+    def __init__(self, source: ModelVersionSource) -> None:
+        super().__init__(source)
+        try:
+            self.params = OnnxParameters.model_validate(source.config.parameters)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"{source.version_dir.parent / 'config.yaml'}: parameters: {format_validation_error(exc)}"
+            ) from None
+        self._session: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._bytes_inputs: frozenset[str] = frozenset()
+
+    async def load_impl(self) -> Signature:
+        path = self.source.artifact_path(ARTIFACT)
+        if not path.is_file():
+            raise ConfigError(f"{path}: artifact not found")
+        self._session = await asyncio.to_thread(self._create_session, str(path))
+        discovered = Signature(
+            inputs=[_spec(i) for i in self._session.get_inputs()],
+            outputs=[_spec(o) for o in self._session.get_outputs()],
+        )
+        signature = merge_signature(self.source.name, self.source.config, discovered)
+        self._bytes_inputs = frozenset(t.name for t in signature.inputs if t.datatype == "BYTES")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.params.concurrency, thread_name_prefix=f"ort-{self.source.name}"
+        )
+        return signature
+
+    async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        feed = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in inputs.items()}
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._session.run, list(outputs), feed)
+        except Exception as exc:  # onnxruntime raises its own exception types for runtime failures
+            raise BackendError(f"onnxruntime failed on model {self.source.name!r}: {_first_line(exc)}") from None
+        return {name: _from_ort(value) for name, value in zip(outputs, results, strict=True)}
+
+    async def unload_impl(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._session = None
+
+    def _create_session(self, path: str) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.params.intra_op_threads
+        options.inter_op_num_threads = self.params.inter_op_threads
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.params.graph_optimization]
+        try:
+            return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a corrupt or unsupported model: report it as a load failure
+            raise ConfigError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
+
+
+def _spec(node: Any) -> TensorSpec:
+    datatype = _ORT_TO_V2.get(node.type)
+    if datatype is None:
+        raise ConfigError(f"tensor {node.name!r} has ONNX type {node.type}, which has no V2 datatype")
+    shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in node.shape)
+    return TensorSpec(node.name, datatype, shape)
+
+
+def _to_str(array: np.ndarray) -> np.ndarray:
+    """ORT string tensors want str elements; V2 BYTES elements are bytes."""
+    out = np.empty(array.shape, dtype=object)
+    out.reshape(-1)[:] = [b.decode("utf-8", "surrogateescape") for b in array.reshape(-1)]
+    return out
+
+
+def _from_ort(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype == object:
+        out = np.empty(array.shape, dtype=object)
+        out.reshape(-1)[:] = [s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s for s in array.ravel()]
+        return out
+    return array
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

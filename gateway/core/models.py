@@ -1,0 +1,184 @@
+"""The model manager: loads what the repository describes and resolves requests to versions.
+
+Loading happens at start-up (and on reload), never on the request path. Each served
+version has a state; a version that fails to load is UNAVAILABLE with the reason, and the
+rest of the repository is served regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.backend import Backend, BackendRegistry
+from gateway.core.config import ModelConfig
+from gateway.core.errors import ConfigError, GatewayError, ModelNotFound, ModelNotReady
+from gateway.core.repository import ModelEntry, ModelRepository
+from gateway.core.scheduler import ModelGate
+
+log = logging.getLogger(__name__)
+
+
+class VersionState(enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADED = "UNLOADED"
+
+
+@dataclass(slots=True)
+class ServedVersion:
+    """One version the gateway knows about, whatever its state."""
+
+    model: str
+    version: int
+    config: ModelConfig | None
+    backend: Backend | None = None
+    state: VersionState = VersionState.LOADING
+    reason: str = ""
+    gate: ModelGate | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is VersionState.READY
+
+
+@dataclass(slots=True)
+class ServedModel:
+    """A model directory: its config (if valid) and versions by number."""
+
+    name: str
+    config: ModelConfig | None
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+    error: str | None = None
+
+    def default_version(self) -> ServedVersion:
+        """The configured default, else the highest READY version."""
+        if self.error is not None:
+            raise ModelNotReady(f"model {self.name!r} is unavailable: {self.error}")
+        if self.config is not None and self.config.default_version is not None:
+            return self.versions[self.config.default_version]
+        ready = [v for v in self.versions.values() if v.ready]
+        if ready:
+            return max(ready, key=lambda v: v.version)
+        return max(self.versions.values(), key=lambda v: v.version)
+
+
+StateListener = Callable[[ServedVersion], None]
+
+
+class ModelManager:
+    """Owns every backend instance; the data plane asks it which version serves a request."""
+
+    def __init__(
+        self, repository: ModelRepository, registry: BackendRegistry, listener: StateListener | None = None
+    ) -> None:
+        self.repository = repository
+        self.registry = registry
+        self._listener = listener
+        self._models: dict[str, ServedModel] = {}
+        self.loaded = False
+
+    async def plan_all(self) -> None:
+        """Scan and validate the repository and create backends, without loading artifacts."""
+        self._models = {entry.name: self._plan(entry) for entry in self.repository.scan()}
+
+    async def load_all(self) -> None:
+        """Scan the repository and load every selected version (concurrently)."""
+        await self.plan_all()
+        pending = [v for m in self._models.values() for v in m.versions.values() if v.state is VersionState.LOADING]
+        await asyncio.gather(*(self._load(v) for v in pending))
+        self.loaded = True
+
+    async def unload_all(self) -> None:
+        versions = [v for m in self._models.values() for v in m.versions.values()]
+        await asyncio.gather(*(self._unload(v) for v in versions))
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def get(self, name: str) -> ServedModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelNotFound(f"unknown model {name!r}") from None
+
+    def resolve(self, name: str, version: str | None) -> ServedVersion:
+        """The version a request names ('' or None: the default); raises 404/503 errors."""
+        model = self.get(name)
+        if not version:
+            return model.default_version()
+        if not version.isdigit():
+            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions are positive integers)")
+        served = model.versions.get(int(version))
+        if served is None:
+            raise ModelNotFound(f"model {name!r} has no served version {version} (served: {sorted(model.versions)})")
+        return served
+
+    def resolve_label(self, name: str, label: str) -> ServedVersion:
+        model = self.get(name)
+        labels = model.config.labels if model.config is not None else {}
+        if label not in labels:
+            raise ModelNotFound(f"model {name!r} has no label {label!r} (labels: {sorted(labels)})")
+        return model.versions[labels[label]]
+
+    def index(self) -> list[dict[str, Any]]:
+        """One row per model version (or per broken model), Triton's repository index shape."""
+        rows: list[dict[str, Any]] = []
+        for model in self._models.values():
+            if model.error is not None:
+                rows.append({"name": model.name, "state": "UNAVAILABLE", "reason": model.error})
+                continue
+            for served in model.versions.values():
+                row = {"name": model.name, "version": str(served.version), "state": served.state.value}
+                if served.reason:
+                    row["reason"] = served.reason
+                rows.append(row)
+        return rows
+
+    def all_versions(self) -> list[ServedVersion]:
+        return [v for m in self._models.values() for v in m.versions.values()]
+
+    def _plan(self, entry: ModelEntry) -> ServedModel:
+        model = ServedModel(entry.name, entry.config, error=entry.error)
+        for item in entry.versions:
+            served = ServedVersion(entry.name, item.version, item.source.config if item.source else None)
+            if item.source is None:
+                self._set(served, VersionState.UNAVAILABLE, item.error or "invalid version config")
+            else:
+                try:
+                    served.backend = self.registry.create(item.source)
+                except ConfigError as exc:
+                    self._set(served, VersionState.UNAVAILABLE, str(exc))
+            model.versions[item.version] = served
+        return model
+
+    async def _load(self, served: ServedVersion) -> None:
+        assert served.backend is not None and served.config is not None
+        try:
+            await served.backend.load()
+        except (ConfigError, GatewayError, OSError, RuntimeError, ValueError) as exc:
+            log.warning("model %s version %d failed to load: %s", served.model, served.version, exc)
+            self._set(served, VersionState.UNAVAILABLE, f"failed to load: {exc}")
+            return
+        served.gate = ModelGate(served.model, served.config.max_queue_size, served.config.timeout_seconds)
+        self._set(served, VersionState.READY, "")
+        log.info("model %s version %d is ready (%s)", served.model, served.version, served.config.backend)
+
+    async def _unload(self, served: ServedVersion) -> None:
+        if served.backend is not None and served.state is VersionState.READY:
+            try:
+                await served.backend.unload()
+            except (GatewayError, OSError, RuntimeError) as exc:
+                log.warning("unloading %s version %d: %s", served.model, served.version, exc)
+        self._set(served, VersionState.UNLOADED, "")
+
+    def _set(self, served: ServedVersion, state: VersionState, reason: str) -> None:
+        served.state = state
+        served.reason = reason
+        if self._listener is not None:
+            self._listener(served)

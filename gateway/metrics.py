@@ -1,0 +1,91 @@
+"""Prometheus metrics for the gateway, in a registry of their own (one per server instance).
+
+Naming follows Prometheus practice: a ``modelgate_`` prefix, base units (seconds),
+``_total`` on counters. Label values are bounded: a model label is only ever a model the
+repository knows (anything else is ``_unknown``), so a flood of made-up model names
+creates no new series.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway import __version__
+
+UNKNOWN: Final = "_unknown"
+#: Latency buckets from 0.25 ms to 30 s: the demo models answer in well under a millisecond.
+LATENCY_BUCKETS: Final = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+def outcome_of(client_error: bool, server_error: bool) -> str:
+    if server_error:
+        return "server_error"
+    return "client_error" if client_error else "success"
+
+
+class Metrics:
+    """All series the gateway exports; protocols and the core record into it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._known: set[str] = set()
+        r = self.registry
+        self.request_duration = Histogram(
+            "modelgate_request_duration_seconds",
+            "Time from receiving a request to having its response ready, by outcome.",
+            ["model", "version", "protocol", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "modelgate_requests",
+            "Requests answered, by protocol status (HTTP code for REST, gRPC code name for gRPC).",
+            ["model", "version", "protocol", "status"],
+            registry=r,
+        )
+        self.inflight = Gauge("modelgate_inflight_requests", "Requests being handled now.", ["protocol"], registry=r)
+        self.backend_duration = Histogram(
+            "modelgate_backend_inference_duration_seconds",
+            "Time spent inside the backend call (excludes decoding and encoding).",
+            ["model", "version", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_state = Gauge(
+            "modelgate_model_state", "1 for the current state of each model version.", ["model", "version", "state"],
+            registry=r,
+        )  # fmt: skip
+        self.rejections = Counter(
+            "modelgate_rejected_requests", "Requests refused before reaching a backend, by reason.",
+            ["model", "reason"], registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "modelgate_queue_depth", "Requests admitted and not yet answered, per model version.", ["model", "version"],
+            registry=r,
+        )
+        build = Gauge("modelgate_build_info", "Build information.", ["version", "python"], registry=r)
+        build.labels(__version__, platform.python_version()).set(1)
+
+    def set_known_models(self, names: Iterable[str]) -> None:
+        self._known = set(names)
+
+    def model_label(self, name: str) -> str:
+        return name if name in self._known else UNKNOWN
+
+    def set_model_state(self, model: str, version: int, state: str, states: Iterable[str]) -> None:
+        for candidate in states:
+            self.model_state.labels(model, str(version), candidate).set(1 if candidate == state else 0)
+
+    def observe_request(
+        self, model: str, version: str, protocol: str, status: str, outcome: str, seconds: float
+    ) -> None:
+        label = self.model_label(model)
+        version = version if label != UNKNOWN else ""
+        self.requests.labels(label, version, protocol, status).inc()
+        self.request_duration.labels(label, version, protocol, outcome).observe(seconds)

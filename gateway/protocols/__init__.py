@@ -1,0 +1,1 @@
+"""Protocol adapters: thin translations between wire formats and the core data plane."""

@@ -1,0 +1,140 @@
+"""The OpenAPI 3.1 description of the V2 REST surface, served at ``/openapi.json``.
+
+Written by hand from the Open Inference Protocol's REST specification so that it
+describes exactly what this gateway answers, error statuses included.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from gateway import __version__
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+              "FP16", "FP32", "FP64", "BYTES"]  # fmt: skip
+
+
+def _path_params(*names: str) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+
+
+def _get(summary: str, schema: str, params: list[dict[str, Any]], errors: tuple[int, ...]) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": _json(schema)}
+    responses.update({str(code): _ERROR for code in errors})
+    return {"get": {"summary": summary, "parameters": params, "responses": responses}}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": "Run inference (JSON tensors, or the binary tensor data extension)",
+            "parameters": params,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary"},
+                        "description": "JSON header of Inference-Header-Content-Length bytes, then raw tensors.",
+                    },
+                },
+            },
+            "responses": {
+                "200": _json("InferResponse"),
+                **{str(c): _ERROR for c in (400, 404, 413, 429, 503, 504)},
+            },
+        }
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    tensor_meta = {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string", "enum": _DATATYPES},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
+    }
+    tensor = {**tensor_meta, "properties": {**tensor_meta["properties"], "parameters": {"type": "object"},
+                                            "data": {"type": "array"}}}  # fmt: skip
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
+        "Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+        "ModelReady": {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+        "ServerMetadata": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                                            "extensions": {"type": "array",
+                                                                           "items": {"type": "string"}}}},
+        "TensorMetadata": tensor_meta,
+        "ModelMetadata": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+            },
+        },
+        "Tensor": tensor,
+        "InferRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Tensor"}},
+                "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                                       "properties": {"name": {"type": "string"},
+                                                                      "parameters": {"type": "object"}}}},
+            },
+        },
+        "InferResponse": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
+            },
+        },
+        "RepositoryIndex": {"type": "array", "items": {"type": "object"}},
+    }  # fmt: skip
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    model = _path_params("model")
+    versioned = _path_params("model", "version")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "modelgate V2 inference API", "version": __version__},
+        "paths": {
+            "/v2": _get("Server metadata", "ServerMetadata", [], ()),
+            "/v2/health/live": _get("Liveness", "Live", [], ()),
+            "/v2/health/ready": _get("Readiness (503 while loading or draining)", "Ready", [], (503,)),
+            "/v2/models/{model}": _get("Model metadata", "ModelMetadata", model, (404, 503)),
+            "/v2/models/{model}/versions/{version}": _get("Model version metadata", "ModelMetadata", versioned,
+                                                          (404, 503)),
+            "/v2/models/{model}/ready": _get("Model readiness", "ModelReady", model, (404, 503)),
+            "/v2/models/{model}/versions/{version}/ready": _get("Model version readiness", "ModelReady", versioned,
+                                                                (404, 503)),
+            "/v2/models/{model}/infer": _infer(model),
+            "/v2/models/{model}/versions/{version}/infer": _infer(versioned),
+            "/v2/repository/index": {"post": {"summary": "Repository index", "responses": {
+                "200": _json("RepositoryIndex"), "400": _ERROR}}},
+        },
+        "components": {
+            "schemas": _schemas(),
+            "responses": {"Error": {"description": "Error", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}}}},
+        },
+    }  # fmt: skip

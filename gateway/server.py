@@ -1,0 +1,131 @@
+"""Wiring: one event loop running the REST, gRPC and metrics servers over one data plane.
+
+Start-up binds every port first (liveness answers at once, readiness is 503 until the
+models are loaded), then loads the repository. ``stop()`` (SIGTERM/SIGINT) marks the
+gateway not ready, stops accepting connections, lets in-flight requests complete within
+``shutdown_grace_seconds``, then unloads the models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from prometheus_client import make_asgi_app
+
+from gateway.backends import default_registry
+from gateway.core.backend import BackendRegistry
+from gateway.core.dataplane import DataPlane
+from gateway.core.models import ModelManager, ServedVersion, VersionState
+from gateway.core.repository import ModelRepository
+from gateway.metrics import Metrics
+from gateway.protocols.rest_v2 import V2RestApp
+from gateway.settings import Settings
+
+log = logging.getLogger("modelgate")
+_STATES = [s.value for s in VersionState]
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the gateway stops all servers together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    http: int
+    grpc: int
+    metrics: int
+
+
+class Gateway:
+    """The whole server process's contents; ``await run()`` serves until ``stop()``."""
+
+    def __init__(self, settings: Settings, registry: BackendRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.manager = ModelManager(
+            ModelRepository(settings.model_repository), registry or default_registry(), self._on_state
+        )
+        self.dataplane = DataPlane(self.manager, self.metrics)
+        self._stop = asyncio.Event()
+        self.ports: BoundPorts | None = None
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler)."""
+        self.dataplane.draining = True
+        self._stop.set()
+
+    async def run(self) -> None:
+        from gateway.protocols.grpc_v2 import add_grpc_services, grpc_server_options
+
+        s = self.settings
+        http_sock = _bind(s.host, s.http_port)
+        metrics_sock = _bind(s.host, s.metrics_port)
+        import grpc
+
+        grpc_server = grpc.aio.server(options=grpc_server_options(s.grpc_max_message_bytes))
+        health = add_grpc_services(grpc_server, self.dataplane, self.metrics)
+        grpc_port = grpc_server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        if grpc_port == 0:
+            raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port}")
+        self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1])
+        http = _UvicornServer(self._uvicorn_config(V2RestApp(self.dataplane, self.metrics, s.max_request_bytes)))
+        metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry)))
+        await grpc_server.start()
+        tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock]))]
+        log.info(
+            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d repository=%s",
+            s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics, s.model_repository,
+        )  # fmt: skip
+        await self.manager.load_all()
+        self.metrics.set_known_models(self.manager.names())
+        log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
+        await self._stop.wait()
+        log.info("modelgate draining (grace %.0f s)", s.shutdown_grace_seconds)
+        await health.enter_graceful_shutdown()
+        http.should_exit = True
+        await asyncio.gather(grpc_server.stop(s.shutdown_grace_seconds), tasks[0])
+        metrics.should_exit = True
+        await tasks[1]
+        await self.manager.unload_all()
+        log.info("modelgate stopped")
+
+    def _uvicorn_config(self, app: object) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            lifespan="off",
+            http="httptools",
+            log_level=self.settings.log_level,
+            access_log=self.settings.access_log,
+            timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds),
+            timeout_keep_alive=30,
+            server_header=False,
+        )
+
+    def _on_state(self, served: ServedVersion) -> None:
+        self.metrics.set_model_state(served.model, served.version, served.state.value, _STATES)
+        if served.gate is not None:
+            gate = served.gate
+            self.metrics.queue_depth.labels(served.model, str(served.version)).set_function(lambda: gate.depth)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,89 @@
+"""Gateway settings: pydantic-settings with the ``MODELGATE_`` prefix.
+
+Precedence, highest first: command-line flags, ``MODELGATE_*`` environment variables,
+the YAML file given with ``--config``, then the defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from gateway.core.config import format_validation_error
+from gateway.core.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything ``modelgate serve`` can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_", extra="forbid", yaml_file=None)
+
+    model_repository: Annotated[Path, Field(description="Directory of <model>/config.yaml + version folders.")] = Path(
+        "model_repo"
+    )
+    host: Annotated[str, Field(description="Address every port binds to; 127.0.0.1 keeps the gateway local.")] = (
+        "127.0.0.1"
+    )
+    http_port: Annotated[int, Field(ge=0, le=65535, description="V2 REST port (0 picks a free one).")] = 8000
+    grpc_port: Annotated[int, Field(ge=0, le=65535, description="V2 gRPC port (0 picks a free one).")] = 8001
+    metrics_port: Annotated[int, Field(ge=0, le=65535, description="Prometheus /metrics port (0 picks a free one).")] = (
+        8002
+    )
+    max_request_bytes: Annotated[
+        int, Field(ge=1024, description="Largest REST body accepted; larger gets 413 before it is read.")
+    ] = 64 * MiB
+    grpc_max_message_bytes: Annotated[
+        int, Field(ge=1024, description="Largest gRPC message either way (RESOURCE_EXHAUSTED beyond).")
+    ] = 64 * MiB
+    shutdown_grace_seconds: Annotated[
+        float, Field(gt=0, description="On SIGTERM, how long in-flight requests may take to complete.")
+    ] = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: Annotated[bool, Field(description="Log every HTTP request (costs throughput).")] = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (``overrides``, None values ignored), environment and the YAML file."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        _check_yaml(config_file)
+        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": config_file}})
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        where = f"{config_file} / " if config_file else ""
+        raise ConfigError(f"invalid settings ({where}MODELGATE_* / flags): {format_validation_error(exc)}") from None
+
+
+def _check_yaml(path: Path) -> None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")

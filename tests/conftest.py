@@ -1,0 +1,56 @@
+"""Shared fixtures: a model repository with real ONNX models, built once per session."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.backends import default_registry
+from gateway.core.dataplane import DataPlane
+from gateway.core.models import ModelManager
+from gateway.core.repository import ModelRepository
+from gateway.metrics import Metrics
+from tests.onnx_models import write_digits_repo, write_model
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding only the demo digits MLP."""
+    repo = tmp_path_factory.mktemp("demo_repo")
+    write_digits_repo(repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def _mixed_repo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("mixed_template")
+    write_digits_repo(repo)
+    write_model(repo, "types", "backend: onnxruntime\n")
+    write_model(repo, "broken", "backend: onnxruntime\nmax_batch_size: -3\n")
+    return repo
+
+
+@pytest.fixture
+def mixed_repo(_mixed_repo_template: Path, tmp_path: Path) -> Path:
+    """digits_mlp + an identity model of every datatype + a model with an invalid config."""
+    repo = tmp_path / "repo"
+    shutil.copytree(_mixed_repo_template, repo)
+    return repo
+
+
+@pytest.fixture
+async def dataplane(mixed_repo: Path) -> AsyncIterator[DataPlane]:
+    manager = ModelManager(ModelRepository(mixed_repo), default_registry())
+    metrics = Metrics()
+    await manager.load_all()
+    metrics.set_known_models(manager.names())
+    yield DataPlane(manager, metrics)
+    await manager.unload_all()
