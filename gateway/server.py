@@ -89,7 +89,9 @@ class Gateway:
         await self.manager.load_all()
         self.metrics.set_known_models(self.manager.names())
         log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
+        health_task = asyncio.create_task(self._health_loop())
         await self._stop.wait()
+        health_task.cancel()
         log.info("modelgate draining (grace %.0f s)", s.shutdown_grace_seconds)
         await health.enter_graceful_shutdown()
         http.should_exit = True
@@ -98,6 +100,12 @@ class Gateway:
         await tasks[1]
         await self.manager.unload_all()
         log.info("modelgate stopped")
+
+    async def _health_loop(self) -> None:
+        """Feed backend health into per-model readiness until shutdown."""
+        while True:
+            await asyncio.sleep(self.settings.health_check_seconds)
+            await self.manager.check_health()
 
     def _uvicorn_config(self, app: object) -> uvicorn.Config:
         return uvicorn.Config(

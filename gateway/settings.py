@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: Annotated[
         float, Field(gt=0, description="On SIGTERM, how long in-flight requests may take to complete.")
     ] = 30.0
+    health_check_seconds: Annotated[
+        float, Field(gt=0, description="How often backends are probed; a failing one makes its model not ready.")
+    ] = 2.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Annotated[bool, Field(description="Log every HTTP request (costs throughput).")] = False
 

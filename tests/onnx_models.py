@@ -58,8 +58,14 @@ def write_slow_model(path: Path, size: int = 1500, repeats: int = 6) -> None:
     the answer is still exactly ``x`` so callers can check it.
     """
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [size, size])
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [1e-3])
     nodes = [
-        helper.make_node("ConstantOfShape", ["shape"], ["m0"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1e-3])),
+        helper.make_node("ConstantOfShape", ["shape"], ["c"], value=fill),
+        # Scale by an input-dependent scalar so ONNX Runtime cannot constant-fold the chain.
+        helper.make_node("ReduceSum", ["x"], ["xs"], keepdims=0),
+        helper.make_node("Mul", ["xs", "zero"], ["xz"]),
+        helper.make_node("Add", ["xz", "one"], ["k"]),
+        helper.make_node("Mul", ["c", "k"], ["m0"]),
     ]
     last = "m0"
     for i in range(repeats):
@@ -71,12 +77,13 @@ def write_slow_model(path: Path, size: int = 1500, repeats: int = 6) -> None:
         helper.make_node("Add", ["x", "z"], ["y"]),
     ]
     zero = onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    one = onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one")
     graph = helper.make_graph(
         nodes,
         "slow",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 1])],
-        [shape, zero],
+        [shape, zero, one],
     )
     _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 

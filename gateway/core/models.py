@@ -41,6 +41,8 @@ class ServedVersion:
     state: VersionState = VersionState.LOADING
     reason: str = ""
     gate: ModelGate | None = None
+    #: Loaded, but the last health check failed (READY again when it passes).
+    unhealthy: bool = False
 
     @property
     def ready(self) -> bool:
@@ -139,6 +141,32 @@ class ModelManager:
                     row["reason"] = served.reason
                 rows.append(row)
         return rows
+
+    async def check_health(self) -> None:
+        """Probe every loaded version's backend; flip READY <-> UNAVAILABLE on the result.
+
+        Only versions that loaded are probed: a load failure stays UNAVAILABLE until reload.
+        """
+        loaded = [v for v in self.all_versions() if v.backend is not None and (v.ready or v.unhealthy)]
+        results = await asyncio.gather(*(self._probe(v) for v in loaded))
+        for served, healthy in zip(loaded, results, strict=True):
+            if healthy and served.unhealthy:
+                served.unhealthy = False
+                self._set(served, VersionState.READY, "")
+                log.info("model %s version %d is healthy again", served.model, served.version)
+            elif not healthy and not served.unhealthy:
+                served.unhealthy = True
+                self._set(served, VersionState.UNAVAILABLE, "backend health check failed")
+                log.warning("model %s version %d failed its health check", served.model, served.version)
+
+    @staticmethod
+    async def _probe(served: ServedVersion) -> bool:
+        assert served.backend is not None
+        try:
+            return await served.backend.health_impl()
+        except (GatewayError, OSError, RuntimeError) as exc:
+            log.debug("health check of %s v%d raised %s", served.model, served.version, exc)
+            return False
 
     def all_versions(self) -> list[ServedVersion]:
         return [v for m in self._models.values() for v in m.versions.values()]

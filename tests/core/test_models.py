@@ -1,0 +1,66 @@
+"""Model manager: loading, health checks feeding readiness (with a file-controlled test backend)."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.core.backend import Backend, BackendRegistry
+from gateway.core.models import ModelManager, VersionState
+from gateway.core.repository import ModelRepository
+from gateway.core.signature import declared_signature
+from gateway.core.types import Signature
+
+pytestmark = pytest.mark.anyio
+
+
+class FileHealthBackend(Backend):
+    """Healthy while ``<version>/healthy`` exists: lets a test flip health without timing."""
+
+    name = "onnxruntime"
+
+    async def load_impl(self) -> Signature:
+        return declared_signature(self.source.name, self.source.config)
+
+    async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        return {name: inputs["x"] for name in outputs}
+
+    async def health_impl(self) -> bool:
+        return (self.source.version_dir / "healthy").exists()
+
+
+CONFIG = """backend: onnxruntime
+inputs: [{name: x, datatype: FP32, shape: [-1]}]
+outputs: [{name: y, datatype: FP32, shape: [-1]}]
+"""
+
+
+async def test_health_checks_flip_readiness_both_ways(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "config.yaml").write_text(CONFIG)
+    flag = tmp_path / "m" / "1" / "healthy"
+    flag.touch()
+    registry = BackendRegistry()
+    registry.register("onnxruntime", FileHealthBackend)
+    seen: list[str] = []
+    manager = ModelManager(ModelRepository(tmp_path), registry, lambda v: seen.append(v.state.value))
+    await manager.load_all()
+    served = manager.resolve("m", None)
+    assert served.ready
+    flag.unlink()
+    await manager.check_health()
+    assert served.state is VersionState.UNAVAILABLE and served.reason == "backend health check failed"
+    flag.touch()
+    await manager.check_health()
+    assert served.ready
+    assert seen == ["READY", "UNAVAILABLE", "READY"]
+
+
+async def test_unknown_backend_is_unavailable_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "config.yaml").write_text(CONFIG)
+    manager = ModelManager(ModelRepository(tmp_path), BackendRegistry())
+    await manager.load_all()
+    (row,) = manager.index()
+    assert row["state"] == "UNAVAILABLE" and "backend 'onnxruntime' is not available" in row["reason"]

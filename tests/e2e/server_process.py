@@ -1,0 +1,95 @@
+"""Run ``modelgate serve`` as a real process on free ports (port 0) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+_LISTENING = re.compile(r"modelgate listening: http=[^:]+:(\d+) grpc=[^:]+:(\d+) metrics=[^:]+:(\d+)")
+
+
+class ServerProcess:
+    """A ``modelgate serve`` child; ``start()`` returns once the gateway reports ready."""
+
+    def __init__(self, repo: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.args = [sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
+                     "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *extra]  # fmt: skip
+        self.env = {**os.environ, **(env or {})}
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.http = self.grpc = self.metrics = 0
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                     env=self.env)  # fmt: skip
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+        deadline = time.monotonic() + timeout
+        while not self.http:
+            self._check_alive(deadline)
+            for line in list(self.lines):
+                if m := _LISTENING.search(line):
+                    self.http, self.grpc, self.metrics = (int(g) for g in m.groups())
+            time.sleep(0.05)
+        while not self._ready():
+            self._check_alive(deadline)
+            time.sleep(0.05)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def _check_alive(self, deadline: float) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"modelgate exited with {self.proc.returncode}:\n{self.log()}")
+        if time.monotonic() > deadline:
+            self.proc.kill()
+            raise TimeoutError(f"modelgate did not become ready:\n{self.log()}")
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def close(self) -> None:
+        """Kill the process if it still runs and release its pipe."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._drainer.join(10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
