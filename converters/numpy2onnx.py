@@ -113,8 +113,11 @@ inputs:
 outputs:
   - {name: probs, datatype: FP32, shape: [-1, 10]}
 version_policy: {latest: 1}
+# Concurrent requests share one ONNX Runtime call (no added delay): see docs/model-repository.md.
+dynamic_batching: {max_delay_ms: 0, concurrency: 2}
 parameters:
   intra_op_threads: 1
+  concurrency: 2
 """
 
 

@@ -9,8 +9,8 @@ creates no new series.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -35,6 +35,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._known: set[str] = set()
+        self._versions: dict[str, set[str]] | None = None
+        self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._backend_children: dict[tuple[str, int, str], Any] = {}
         r = self.registry
         self.request_duration = Histogram(
             "modelgate_request_duration_seconds",
@@ -72,8 +75,18 @@ class Metrics:
         build = Gauge("modelgate_build_info", "Build information.", ["version", "python"], registry=r)
         build.labels(__version__, platform.python_version()).set(1)
 
-    def set_known_models(self, names: Iterable[str]) -> None:
+    def set_known_models(self, names: Iterable[str], versions: Mapping[str, Iterable[str]] | None = None) -> None:
+        """Which model names (and, if given, which versions of each) may appear as label values."""
         self._known = set(names)
+        self._versions = {m: set(v) for m, v in versions.items()} if versions is not None else None
+        self._request_children.clear()
+
+    def observe_backend(self, model: str, version: int, backend: str, seconds: float) -> None:
+        key = (model, version, backend)
+        child = self._backend_children.get(key)
+        if child is None:
+            child = self._backend_children[key] = self.backend_duration.labels(model, str(version), backend)
+        child.observe(seconds)
 
     def model_label(self, name: str) -> str:
         return name if name in self._known else UNKNOWN
@@ -85,7 +98,18 @@ class Metrics:
     def observe_request(
         self, model: str, version: str, protocol: str, status: str, outcome: str, seconds: float
     ) -> None:
-        label = self.model_label(model)
-        version = version if label != UNKNOWN else ""
-        self.requests.labels(label, version, protocol, status).inc()
-        self.request_duration.labels(label, version, protocol, outcome).observe(seconds)
+        """Count and time one answered request (label children are cached: this is the hot path)."""
+        key = (model, version, protocol, status, outcome)
+        children = self._request_children.get(key)
+        if children is None:
+            label = self.model_label(model)
+            if label == UNKNOWN or (self._versions is not None and version not in self._versions.get(model, ())):
+                version = ""
+            children = (
+                self.requests.labels(label, version, protocol, status),
+                self.request_duration.labels(label, version, protocol, outcome),
+            )
+            if label != UNKNOWN:  # unknown names are not cached either: the cache stays bounded
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)

@@ -74,9 +74,14 @@ class Gateway:
 
         grpc_server = grpc.aio.server(options=grpc_server_options(s.grpc_max_message_bytes))
         health = add_grpc_services(grpc_server, self.dataplane, self.metrics)
-        grpc_port = grpc_server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        try:
+            grpc_port = grpc_server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        except RuntimeError:
+            grpc_port = 0
         if grpc_port == 0:
-            raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port}")
+            http_sock.close()
+            metrics_sock.close()
+            raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port} (in use?)")
         self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1])
         http = _UvicornServer(self._uvicorn_config(V2RestApp(self.dataplane, self.metrics, s.max_request_bytes)))
         metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry)))
@@ -87,7 +92,8 @@ class Gateway:
             s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics, s.model_repository,
         )  # fmt: skip
         await self.manager.load_all()
-        self.metrics.set_known_models(self.manager.names())
+        self.metrics.set_known_models(self.manager.names(), self.manager.versions())
+        await health.refresh()
         log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
         health_task = asyncio.create_task(self._health_loop())
         await self._stop.wait()

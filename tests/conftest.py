@@ -51,6 +51,6 @@ async def dataplane(mixed_repo: Path) -> AsyncIterator[DataPlane]:
     manager = ModelManager(ModelRepository(mixed_repo), default_registry())
     metrics = Metrics()
     await manager.load_all()
-    metrics.set_known_models(manager.names())
+    metrics.set_known_models(manager.names(), manager.versions())
     yield DataPlane(manager, metrics)
     await manager.unload_all()

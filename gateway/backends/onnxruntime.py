@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.core.backend import Backend, ModelVersionSource
 from gateway.core.config import format_validation_error
-from gateway.core.errors import BackendError, ConfigError
+from gateway.core.errors import BackendError, ConfigError, InvalidInput
 from gateway.core.signature import merge_signature
 from gateway.core.types import Signature, TensorSpec
 
@@ -84,7 +84,7 @@ class OnnxRuntimeBackend(Backend):
         return signature
 
     async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        feed = {k: (_to_str(v) if k in self._bytes_inputs else v) for k, v in inputs.items()}
+        feed = {k: (_to_str(k, v) if k in self._bytes_inputs else v) for k, v in inputs.items()}
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._executor, self._session.run, list(outputs), feed)
@@ -123,10 +123,13 @@ def _spec(node: Any) -> TensorSpec:
     return TensorSpec(node.name, datatype, shape)
 
 
-def _to_str(array: np.ndarray) -> np.ndarray:
-    """ORT string tensors want str elements; V2 BYTES elements are bytes."""
+def _to_str(name: str, array: np.ndarray) -> np.ndarray:
+    """ORT string tensors want UTF-8 text; V2 BYTES elements are arbitrary bytes."""
     out = np.empty(array.shape, dtype=object)
-    out.reshape(-1)[:] = [b.decode("utf-8", "surrogateescape") for b in array.reshape(-1)]
+    try:
+        out.reshape(-1)[:] = [b.decode("utf-8") for b in array.reshape(-1)]
+    except UnicodeDecodeError:
+        raise InvalidInput(f"input {name!r}: BYTES elements must be UTF-8 text for ONNX Runtime string inputs") from None
     return out
 
 
@@ -134,7 +137,7 @@ def _from_ort(value: Any) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype == object:
         out = np.empty(array.shape, dtype=object)
-        out.reshape(-1)[:] = [s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s for s in array.ravel()]
+        out.reshape(-1)[:] = [s.encode("utf-8") if isinstance(s, str) else s for s in array.ravel()]
         return out
     return array
 

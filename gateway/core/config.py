@@ -56,6 +56,15 @@ class TensorConfig(_Strict):
         return value
 
 
+class DynamicBatching(_Strict):
+    """Coalesce concurrent requests into one backend call (needs ``max_batch_size`` > 0)."""
+
+    max_delay_ms: Annotated[
+        float, Field(ge=0, le=1000, description="Wait this long for a batch to fill; 0 batches only what queued.")
+    ] = 0.0
+    concurrency: Annotated[int, Field(ge=1, le=64, description="Batches running at once on the backend.")] = 2
+
+
 class VersionPolicy(_Strict):
     """Which versions to serve: exactly one of ``latest``, ``all`` or ``specific``."""
 
@@ -114,10 +123,20 @@ class VersionConfig(_Strict):
     timeout_seconds: Annotated[
         float, Field(gt=0, description="Per-request deadline for the backend call (504 / DEADLINE_EXCEEDED).")
     ] = 30.0
+    dynamic_batching: Annotated[
+        DynamicBatching | None,
+        Field(description="Enable dynamic batching (first dimension of every input and output is the batch)."),
+    ] = None
     max_queue_size: Annotated[
         int, Field(ge=1, description="Requests waiting or running per model before new ones get 429.")
     ] = 256
     platform: Annotated[str | None, Field(description="Platform string reported in model metadata.")] = None
+
+    @model_validator(mode="after")
+    def _batching_needs_batch_size(self) -> VersionConfig:
+        if self.dynamic_batching is not None and self.max_batch_size == 0:
+            raise ValueError("dynamic_batching needs max_batch_size > 0")
+        return self
 
     @model_validator(mode="after")
     def _unique_tensor_names(self) -> VersionConfig:

@@ -92,21 +92,20 @@ class DataPlane:
     async def infer_version(self, served: ServedVersion, request: InferRequest) -> InferResponse:
         """Inference on an already resolved version (TF Serving labels resolve differently)."""
         signature = self._signature(served)
-        assert served.config is not None and served.backend is not None and served.gate is not None
+        assert served.config is not None and served.gate is not None and served.call is not None
         arrays = validate_inputs(request.inputs, signature, served.config.max_batch_size)
         wanted = select_outputs(request.outputs, signature)
         names = [spec.name for spec in wanted]
-        backend = served.backend
+        call = served.call
         started = time.perf_counter()
         try:
-            results = await served.gate.run(lambda: backend.infer(arrays, names))
+            results = await served.gate.run(lambda: call(arrays, names))
         except GatewayError as exc:
             self.metrics.rejections.labels(served.model, exc.kind.value.lower()).inc()
             raise
         finally:
-            self.metrics.backend_duration.labels(served.model, str(served.version), served.config.backend).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.observe_backend(served.model, served.version, served.config.backend or "",
+                                         time.perf_counter() - started)  # fmt: skip
         outputs = [_output_tensor(spec, results) for spec in wanted]
         return InferResponse(served.model, str(served.version), outputs, id=request.id)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.backend import Backend, BackendRegistry
+from gateway.core.batching import DynamicBatcher, InferFn
 from gateway.core.config import ModelConfig
 from gateway.core.errors import ConfigError, GatewayError, ModelNotFound, ModelNotReady
 from gateway.core.repository import ModelEntry, ModelRepository
@@ -43,6 +44,8 @@ class ServedVersion:
     gate: ModelGate | None = None
     #: Loaded, but the last health check failed (READY again when it passes).
     unhealthy: bool = False
+    #: What the data plane calls: the backend, or a dynamic batcher in front of it.
+    call: InferFn | None = None
 
     @property
     def ready(self) -> bool:
@@ -71,6 +74,16 @@ class ServedModel:
 
 
 StateListener = Callable[[ServedVersion], None]
+
+
+def _caller(backend: Backend, config: ModelConfig) -> InferFn:
+    batching = config.dynamic_batching
+    if batching is None:
+        return backend.infer
+    batcher = DynamicBatcher(
+        backend.infer, config.max_batch_size, batching.concurrency, batching.max_delay_ms / 1000
+    )
+    return batcher.infer
 
 
 class ModelManager:
@@ -102,6 +115,10 @@ class ModelManager:
 
     def names(self) -> list[str]:
         return sorted(self._models)
+
+    def versions(self) -> dict[str, list[str]]:
+        """Served version numbers (as strings) per model: the bounded set of metric label values."""
+        return {name: [str(v) for v in model.versions] for name, model in self._models.items()}
 
     def get(self, name: str) -> ServedModel:
         try:
@@ -181,7 +198,7 @@ class ModelManager:
                 try:
                     served.backend = self.registry.create(item.source)
                 except ConfigError as exc:
-                    self._set(served, VersionState.UNAVAILABLE, str(exc))
+                    self._set(served, VersionState.UNAVAILABLE, self.repository.relative(str(exc)))
             model.versions[item.version] = served
         return model
 
@@ -191,9 +208,10 @@ class ModelManager:
             await served.backend.load()
         except (ConfigError, GatewayError, OSError, RuntimeError, ValueError) as exc:
             log.warning("model %s version %d failed to load: %s", served.model, served.version, exc)
-            self._set(served, VersionState.UNAVAILABLE, f"failed to load: {exc}")
+            self._set(served, VersionState.UNAVAILABLE, self.repository.relative(f"failed to load: {exc}"))
             return
         served.gate = ModelGate(served.model, served.config.max_queue_size, served.config.timeout_seconds)
+        served.call = _caller(served.backend, served.config)
         self._set(served, VersionState.READY, "")
         log.info("model %s version %d is ready (%s)", served.model, served.version, served.config.backend)
 

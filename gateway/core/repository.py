@@ -53,8 +53,18 @@ class ModelRepository:
         entries = []
         for path in sorted(self.root.iterdir()):
             if path.is_dir() and not path.name.startswith((".", "_")):
-                entries.append(scan_model(path))
+                entries.append(self._relative(scan_model(path)))
         return entries
+
+    def relative(self, message: str) -> str:
+        """``message`` with the repository's absolute path removed: clients never see server paths."""
+        return message.replace(f"{self.root.resolve()}/", "").replace(f"{self.root}/", "")
+
+    def _relative(self, entry: ModelEntry) -> ModelEntry:
+        entry.error = self.relative(entry.error) if entry.error else None
+        for version in entry.versions:
+            version.error = self.relative(version.error) if version.error else None
+        return entry
 
 
 def scan_model(path: Path) -> ModelEntry:

@@ -127,3 +127,21 @@ def _np(t: str) -> np.dtype[np.generic]:
     from gateway.core.datatypes import numpy_dtype
 
     return numpy_dtype(t)
+
+
+async def test_dynamic_batching_answers_each_request_with_its_own_rows(mixed_repo: Path) -> None:
+    config = mixed_repo / "digits_mlp" / "config.yaml"
+    config.write_text(config.read_text() + "dynamic_batching: {concurrency: 1}\n")
+    manager = ModelManager(ModelRepository(mixed_repo), default_registry())
+    await manager.load_all()
+    plane = DataPlane(manager, Metrics())
+    x = digits(40)
+    requests = [InferRequest("digits_mlp", [Tensor("pixels", "FP32", x[i : i + 1 + i % 3])]) for i in range(30)]
+    import asyncio
+
+    responses = await asyncio.gather(*(plane.infer(r) for r in requests))
+    session = ort.InferenceSession(str(mixed_repo / "digits_mlp/1/model.onnx"))
+    for request, response in zip(requests, responses, strict=True):
+        expected = session.run(None, {"pixels": request.inputs[0].data})[0]
+        np.testing.assert_allclose(response.outputs[0].data, expected, rtol=1e-5, atol=1e-6)
+    await manager.unload_all()

@@ -29,7 +29,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     manager = ModelManager(ModelRepository(tmp_path), default_registry())
     await manager.load_all()
     metrics = Metrics()
-    metrics.set_known_models(manager.names())
+    metrics.set_known_models(manager.names(), manager.versions())
     app = V2RestApp(DataPlane(manager, metrics), metrics, max_body_bytes=1 << 20)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=60) as c:
         yield c

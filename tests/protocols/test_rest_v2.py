@@ -245,14 +245,18 @@ async def test_request_metrics_by_status_with_bounded_labels(client: httpx.Async
     await client.post("/v2/models/digits_mlp/infer", json=v2_json(pixels(1)))
     for i in range(20):
         await client.post(f"/v2/models/random-{i}/infer", json=v2_json(pixels(1)))
+        await client.post(f"/v2/models/digits_mlp/versions/{i + 100}/infer", json=v2_json(pixels(1)))
     registry = dataplane.metrics.registry
     ok = registry.get_sample_value("modelgate_requests_total",
                                    {"model": "digits_mlp", "version": "1", "protocol": "rest", "status": "200"})
     unknown = registry.get_sample_value("modelgate_requests_total",
                                         {"model": "_unknown", "version": "", "protocol": "rest", "status": "404"})
-    assert (ok, unknown) == (1.0, 20.0)
+    bad_version = registry.get_sample_value("modelgate_requests_total",
+                                            {"model": "digits_mlp", "version": "", "protocol": "rest", "status": "404"})
+    assert (ok, unknown, bad_version) == (1.0, 20.0, 20.0)
     series = [s for m in registry.collect() if m.name == "modelgate_requests" for s in m.samples]
     assert not any(s.labels.get("model", "").startswith("random-") for s in series)
+    assert {s.labels["version"] for s in series} == {"1", ""}
 
 
 def test_infer_target_parsing() -> None:
@@ -261,3 +265,21 @@ def test_infer_target_parsing() -> None:
     assert infer_target("/v2/models//infer") is None
     assert infer_target("/v2/models/m/x/3/infer") is None
     assert infer_target("/v2/models/m/ready") is None
+
+
+async def test_non_utf8_bytes_for_an_onnx_string_input_is_400(client: httpx.AsyncClient) -> None:
+    raw = struct.pack("<I", 2) + b"\xff\xfe"
+    others = [{"name": f"in_{t}", "datatype": t, "shape": [1, 1], "data": [False if t == "BOOL" else 1]}
+              for t in ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
+                        "FP32", "FP64")]  # fmt: skip
+    header = {"inputs": [*others, {"name": "in_BYTES", "datatype": "BYTES", "shape": [1, 1],
+                                   "parameters": {"binary_data_size": len(raw)}}]}  # fmt: skip
+    body, headers = binary_body(header, raw)
+    r = await client.post("/v2/models/types/infer", content=body, headers=headers)
+    assert r.status_code == 400 and "must be UTF-8 text" in r.json()["error"]
+
+
+async def test_errors_do_not_leak_server_paths(client: httpx.AsyncClient, mixed_repo: object) -> None:
+    r = await client.post("/v2/models/broken/infer", json=v2_json(pixels(1)))
+    assert r.status_code == 503
+    assert "broken/config.yaml" in r.json()["error"] and str(mixed_repo) not in r.json()["error"]

@@ -1,0 +1,115 @@
+"""The thinnest servers for the same ONNX model: the floors the gateway is measured against.
+
+- ``rest``: bare ASGI (no framework) + orjson + ONNX Runtime, run inline on the event loop,
+  accepting the same V2 JSON and binary-extension requests as the gateway (no validation).
+- ``grpc``: a bare ``grpc.aio`` generic handler for ``inference.GRPCInferenceService/ModelInfer``
+  that reads ``raw_input_contents`` and answers ``raw_output_contents``.
+
+Run: ``python -m bench.floors rest|grpc --model model.onnx --port N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+
+
+def _session(path: str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def rest_app(session: ort.InferenceSession) -> Any:
+    input_name = session.get_inputs()[0].name
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        header_length = next((int(v) for k, v in scope["headers"] if k == b"inference-header-content-length"), None)
+        if header_length is None:
+            doc = orjson.loads(body)
+            spec = doc["inputs"][0]
+            x = np.asarray(spec["data"], np.float32).reshape(spec["shape"])
+            (y,) = session.run(None, {input_name: x})
+            out = orjson.dumps({"model_name": "m", "outputs": [{"name": "probs", "datatype": "FP32",
+                                "shape": list(y.shape), "data": y.reshape(-1)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+            headers = [(b"content-type", b"application/json")]
+        else:
+            doc = orjson.loads(body[:header_length])
+            spec = doc["inputs"][0]
+            x = np.frombuffer(body, np.float32, offset=header_length).reshape(spec["shape"])
+            (y,) = session.run(None, {input_name: x})
+            raw = y.tobytes()
+            head = orjson.dumps({"model_name": "m", "outputs": [{"name": "probs", "datatype": "FP32",
+                                 "shape": list(y.shape), "parameters": {"binary_data_size": len(raw)}}]})
+            out = head + raw
+            headers = [(b"content-type", b"application/octet-stream"),
+                       (b"inference-header-content-length", str(len(head)).encode())]
+        headers.append((b"content-length", str(len(out)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
+async def serve_grpc(session: ort.InferenceSession, port: int) -> None:
+    import grpc
+
+    from gateway.protos import open_inference_grpc_pb2 as pb
+
+    input_name = session.get_inputs()[0].name
+
+    async def model_infer(request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        spec = request.inputs[0]
+        x = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(tuple(spec.shape))
+        (y,) = session.run(None, {input_name: x})
+        response = pb.ModelInferResponse(model_name=request.model_name, raw_output_contents=[y.tobytes()])
+        response.outputs.add(name="probs", datatype="FP32", shape=list(y.shape))
+        return response
+
+    handler = grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService",
+        {"ModelInfer": grpc.unary_unary_rpc_method_handler(
+            model_infer, request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelInferResponse.SerializeToString)},
+    )  # fmt: skip
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=["rest", "grpc"])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    session = _session(args.model)
+    import uvloop
+
+    if args.kind == "rest":
+        import uvicorn
+
+        uvicorn.run(rest_app(session), host="127.0.0.1", port=args.port, lifespan="off", http="httptools",
+                    loop="uvloop", log_level="warning", access_log=False)  # fmt: skip
+    else:
+        uvloop.run(serve_grpc(session, args.port))
+
+
+if __name__ == "__main__":
+    main()

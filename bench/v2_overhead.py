@@ -1,0 +1,257 @@
+"""Gateway vs the thinnest possible servers, same ONNX model, same load generator, one run.
+
+For V2 REST JSON, V2 REST binary and V2 gRPC at concurrency 8 and 32 it measures
+requests/s and p50/p99 of ``modelgate serve`` and of the matching floor
+(:mod:`bench.floors`), then prints the ratios. Load comes from ``wrk`` (HTTP/1.1
+keep-alive) and ``h2load`` (gRPC over HTTP/2, per-request log for percentiles); the
+load generator's CPU time is reported so a saturated generator is visible.
+
+Run: ``make bench`` or ``python -m bench.v2_overhead [--duration 10] [--batch 1]``.
+Needs wrk and h2load (Debian packages wrk and nghttp2-client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+from converters.numpy2onnx import CONFIG_YAML, build
+from gateway.protos import open_inference_grpc_pb2 as pb
+
+CONCURRENCY = (8, 32)
+
+
+@dataclass
+class Result:
+    target: str
+    protocol: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    loadgen_cpu_pct: float
+    server_cpu_pct: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def v2_bodies(x: np.ndarray) -> tuple[bytes, bytes, int]:
+    """JSON body, binary body and its header length, for the same input."""
+    json_body = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(x.shape),
+                                        "data": x.ravel().tolist()}]}).encode()  # fmt: skip
+    header = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(x.shape),
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    return json_body, header + x.tobytes(), len(header)
+
+
+def grpc_frame(x: np.ndarray) -> bytes:
+    request = pb.ModelInferRequest(model_name="digits_mlp", raw_input_contents=[x.tobytes()])
+    request.inputs.add(name="pixels", datatype="FP32", shape=list(x.shape))
+    payload = request.SerializeToString()
+    return b"\x00" + struct.pack(">I", len(payload)) + payload
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(port)
+
+
+def run_loadgen(args: list[str]) -> tuple[str, float, float]:
+    """Run the load generator; returns (stdout, wall seconds, its CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, time.monotonic() - started, cpu
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(url: str, body: bytes, header_length: int | None, concurrency: int, duration: int,
+        work: Path) -> tuple[float, float, float, int, float]:  # fmt: skip
+    body_file = work / "body.bin"
+    body_file.write_bytes(body)
+    extra = f'wrk.headers["Inference-Header-Content-Length"] = "{header_length}"\n' if header_length else ""
+    script = work / "post.lua"
+    script.write_text(
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.method = "POST"\n'
+        f'wrk.headers["Content-Type"] = "application/json"\n{extra}'
+        'function response(status, headers, body)\n  if status ~= 200 then bad = (bad or 0) + 1 end\nend\n'
+    )
+    out, wall, cpu = run_loadgen(["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "--timeout", "5s",
+                                  "-s", str(script), url])  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    p50, p99 = (_ms(*re.match(r"([\d.]+)(\w+)", lat[k]).groups()) for k in ("50", "99"))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return rps, p50, p99, errors, 100 * cpu / wall
+
+
+def h2load(port: int, frame: bytes, concurrency: int, duration: int, work: Path) -> tuple[float, float, float, int, float]:
+    data = work / "grpc.bin"
+    data.write_bytes(frame)
+    log = work / "h2load.log"
+    conns = min(concurrency, 8)
+    out, wall, cpu = run_loadgen([
+        "h2load", "-t1", f"-c{conns}", f"-m{concurrency // conns}", f"-D{duration}", "-d", str(data),
+        "--log-file", str(log), "-H", "content-type: application/grpc", "-H", "te: trailers",
+        f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
+    ])  # fmt: skip
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+    latencies = sorted(int(r[2]) / 1000 for r in rows)
+    errors = sum(1 for r in rows if r[1] != "200")
+    rps = len(rows) / duration
+    q = statistics.quantiles(latencies, n=100)
+    return rps, q[49], q[98], errors, 100 * cpu / wall
+
+
+def measure(target: str, proc: subprocess.Popen[bytes], http: int | None, grpc_port: int | None,
+            x: np.ndarray, duration: int, work: Path) -> list[Result]:  # fmt: skip
+    json_body, binary_body, header_length = v2_bodies(x)
+    server = psutil.Process(proc.pid)
+    results = []
+    for c in CONCURRENCY:
+        runs: list[tuple[str, tuple[float, float, float, int, float]]] = []
+        if http is not None:
+            url = f"http://127.0.0.1:{http}/v2/models/digits_mlp/infer"
+            for protocol, body, hl in (("rest-json", json_body, None), ("rest-binary", binary_body, header_length)):
+                t0 = sum(server.cpu_times()[:2])
+                figures = wrk(url, body, hl, c, duration, work)
+                runs.append((protocol, figures + (100 * (sum(server.cpu_times()[:2]) - t0) / duration,)))
+        if grpc_port is not None:
+            t0 = sum(server.cpu_times()[:2])
+            figures = h2load(grpc_port, grpc_frame(x), c, duration, work)
+            runs.append(("grpc", figures + (100 * (sum(server.cpu_times()[:2]) - t0) / duration,)))
+        for protocol, (rps, p50, p99, errors, lg_cpu, srv_cpu) in runs:
+            results.append(Result(target, protocol, c, rps, p50, p99, errors, lg_cpu, srv_cpu))
+            print(f"  {target:<8} {protocol:<12} c={c:<3} {rps:>8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+                  f"  errors {errors}  loadgen CPU {lg_cpu:4.0f}%  server CPU {srv_cpu:4.0f}%", flush=True)
+    return results
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def report(results: list[Result]) -> list[dict[str, object]]:
+    floor = {(r.protocol, r.concurrency): r for r in results if r.target == "floor"}
+    targets = {"rest-json": 0.60, "rest-binary": 0.70, "grpc": 0.70}
+    rows = []
+    print("\nGateway / floor (same model, same load generator, this run):")
+    for r in (r for r in results if r.target == "gateway"):
+        f = floor[(r.protocol, r.concurrency)]
+        ratio = r.rps / f.rps
+        verdict = "meets" if ratio >= targets[r.protocol] else "BELOW"
+        print(f"  {r.protocol:<12} c={r.concurrency:<3} throughput {ratio:5.0%} of floor ({verdict} target "
+              f"{targets[r.protocol]:.0%}); p50 {r.p50_ms:.2f} vs {f.p50_ms:.2f} ms; p99 {r.p99_ms:.2f} vs "
+              f"{f.p99_ms:.2f} ms")  # fmt: skip
+        rows.append({"protocol": r.protocol, "concurrency": r.concurrency, "throughput_ratio": round(ratio, 3),
+                     "target": targets[r.protocol]})  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--batch", type=int, default=1, help="rows per request")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/v2_overhead.json"))
+    args = parser.parse_args()
+    for tool in ("wrk", "h2load"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is not installed (apt-get install wrk nghttp2-client)", file=sys.stderr)
+            return 2
+    from sklearn.datasets import load_digits
+
+    x = np.ascontiguousarray(load_digits().data[: args.batch].astype(np.float32))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        repo = work / "repo"
+        build(repo / "digits_mlp" / "1" / "model.onnx")
+        (repo / "digits_mlp" / "config.yaml").write_text(CONFIG_YAML)
+        model = str(repo / "digits_mlp" / "1" / "model.onnx")
+        results: list[Result] = []
+        http, grpc_port, metrics = free_port(), free_port(), free_port()
+        gateway = start([sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
+                         "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
+                         "--log-level", "warning"])  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{http}/v2/health/ready")
+            print(f"gateway pid {gateway.pid}, floors follow; {args.duration} s per point, batch {args.batch}")
+            results += measure("gateway", gateway, http, grpc_port, x, args.duration, work)
+            grpc_ok = httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
+            ok = sum(float(m) for m in re.findall(r'modelgate_requests_total\{[^}]*protocol="grpc"[^}]*status="OK"[^}]*\} (\S+)', grpc_ok))
+            print(f"  gateway counted {ok:.0f} gRPC OK responses (h2load does not read grpc-status)")
+        finally:
+            stop(gateway)
+        for kind in ("rest", "grpc"):
+            port = free_port()
+            floor = start([sys.executable, "-m", "bench.floors", kind, "--model", model, "--port", str(port)])
+            try:
+                wait_port(port)
+                results += measure("floor", floor, port if kind == "rest" else None,
+                                   port if kind == "grpc" else None, x, args.duration, work)  # fmt: skip
+            finally:
+                stop(floor)
+    ratios = report(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"results": [asdict(r) for r in results], "ratios": ratios,
+                                    "cpus": os.cpu_count(), "batch": args.batch}, indent=2))  # fmt: skip
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
