@@ -40,5 +40,11 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Gateway vs bare ASGI / bare grpc.aio floors (prints ratios; needs wrk and h2load from Debian).
+bench: install
+	command -v wrk >/dev/null && command -v h2load >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk nghttp2-client)
+	$(PY) -m bench.v2_overhead
+
 protos: install
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. gateway/protos/open_inference_grpc.proto

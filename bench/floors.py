@@ -11,7 +11,6 @@ Run: ``python -m bench.floors rest|grpc --model model.onnx --port N``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,13 @@ def rest_app(session: ort.InferenceSession) -> Any:
             spec = doc["inputs"][0]
             x = np.asarray(spec["data"], np.float32).reshape(spec["shape"])
             (y,) = session.run(None, {input_name: x})
-            out = orjson.dumps({"model_name": "m", "outputs": [{"name": "probs", "datatype": "FP32",
-                                "shape": list(y.shape), "data": y.reshape(-1)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+            out = orjson.dumps(
+                {
+                    "model_name": "m",
+                    "outputs": [{"name": "probs", "datatype": "FP32", "shape": list(y.shape), "data": y.reshape(-1)}],
+                },
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
             headers = [(b"content-type", b"application/json")]
         else:
             doc = orjson.loads(body[:header_length])
@@ -53,11 +57,24 @@ def rest_app(session: ort.InferenceSession) -> Any:
             x = np.frombuffer(body, np.float32, offset=header_length).reshape(spec["shape"])
             (y,) = session.run(None, {input_name: x})
             raw = y.tobytes()
-            head = orjson.dumps({"model_name": "m", "outputs": [{"name": "probs", "datatype": "FP32",
-                                 "shape": list(y.shape), "parameters": {"binary_data_size": len(raw)}}]})
+            head = orjson.dumps(
+                {
+                    "model_name": "m",
+                    "outputs": [
+                        {
+                            "name": "probs",
+                            "datatype": "FP32",
+                            "shape": list(y.shape),
+                            "parameters": {"binary_data_size": len(raw)},
+                        }
+                    ],
+                }
+            )
             out = head + raw
-            headers = [(b"content-type", b"application/octet-stream"),
-                       (b"inference-header-content-length", str(len(head)).encode())]
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(len(head)).encode()),
+            ]
         headers.append((b"content-length", str(len(out)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": out})

@@ -119,7 +119,7 @@ def wrk(url: str, body: bytes, header_length: int | None, concurrency: int, dura
     script.write_text(
         f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.method = "POST"\n'
         f'wrk.headers["Content-Type"] = "application/json"\n{extra}'
-        'function response(status, headers, body)\n  if status ~= 200 then bad = (bad or 0) + 1 end\nend\n'
+        "function response(status, headers, body)\n  if status ~= 200 then bad = (bad or 0) + 1 end\nend\n"
     )
     out, wall, cpu = run_loadgen(["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "--timeout", "5s",
                                   "-s", str(script), url])  # fmt: skip
@@ -131,12 +131,14 @@ def wrk(url: str, body: bytes, header_length: int | None, concurrency: int, dura
     return rps, p50, p99, errors, 100 * cpu / wall
 
 
-def h2load(port: int, frame: bytes, concurrency: int, duration: int, work: Path) -> tuple[float, float, float, int, float]:
+def h2load(
+    port: int, frame: bytes, concurrency: int, duration: int, work: Path
+) -> tuple[float, float, float, int, float]:
     data = work / "grpc.bin"
     data.write_bytes(frame)
     log = work / "h2load.log"
     conns = min(concurrency, 8)
-    out, wall, cpu = run_loadgen([
+    _out, wall, cpu = run_loadgen([
         "h2load", "-t1", f"-c{conns}", f"-m{concurrency // conns}", f"-D{duration}", "-d", str(data),
         "--log-file", str(log), "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
@@ -161,15 +163,18 @@ def measure(target: str, proc: subprocess.Popen[bytes], http: int | None, grpc_p
             for protocol, body, hl in (("rest-json", json_body, None), ("rest-binary", binary_body, header_length)):
                 t0 = sum(server.cpu_times()[:2])
                 figures = wrk(url, body, hl, c, duration, work)
-                runs.append((protocol, figures + (100 * (sum(server.cpu_times()[:2]) - t0) / duration,)))
+                runs.append((protocol, (*figures, 100 * (sum(server.cpu_times()[:2]) - t0) / duration)))
         if grpc_port is not None:
             t0 = sum(server.cpu_times()[:2])
             figures = h2load(grpc_port, grpc_frame(x), c, duration, work)
-            runs.append(("grpc", figures + (100 * (sum(server.cpu_times()[:2]) - t0) / duration,)))
+            runs.append(("grpc", (*figures, 100 * (sum(server.cpu_times()[:2]) - t0) / duration)))
         for protocol, (rps, p50, p99, errors, lg_cpu, srv_cpu) in runs:
             results.append(Result(target, protocol, c, rps, p50, p99, errors, lg_cpu, srv_cpu))
-            print(f"  {target:<8} {protocol:<12} c={c:<3} {rps:>8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-                  f"  errors {errors}  loadgen CPU {lg_cpu:4.0f}%  server CPU {srv_cpu:4.0f}%", flush=True)
+            print(
+                f"  {target:<8} {protocol:<12} c={c:<3} {rps:>8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+                f"  errors {errors}  loadgen CPU {lg_cpu:4.0f}%  server CPU {srv_cpu:4.0f}%",
+                flush=True,
+            )
     return results
 
 
@@ -232,7 +237,12 @@ def main() -> int:
             print(f"gateway pid {gateway.pid}, floors follow; {args.duration} s per point, batch {args.batch}")
             results += measure("gateway", gateway, http, grpc_port, x, args.duration, work)
             grpc_ok = httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
-            ok = sum(float(m) for m in re.findall(r'modelgate_requests_total\{[^}]*protocol="grpc"[^}]*status="OK"[^}]*\} (\S+)', grpc_ok))
+            ok = sum(
+                float(m)
+                for m in re.findall(
+                    r'modelgate_requests_total\{[^}]*protocol="grpc"[^}]*status="OK"[^}]*\} (\S+)', grpc_ok
+                )
+            )
             print(f"  gateway counted {ok:.0f} gRPC OK responses (h2load does not read grpc-status)")
         finally:
             stop(gateway)

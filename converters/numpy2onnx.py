@@ -34,7 +34,8 @@ class Mlp:
         hidden = np.maximum((pixels / 16.0) @ self.w1 + self.b1, 0.0)
         logits = hidden @ self.w2 + self.b2
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        probs: np.ndarray = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        return probs
 
 
 def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from gateway import __version__
 from gateway.core.config import ModelConfig
@@ -25,11 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_models(sub)
     for module in _plugin_modules():
-        module.register(sub)
+        module.register(sub)  # each plugin module defines register(subparsers)
     return parser
 
 
-def _plugin_modules() -> list[object]:
+def _plugin_modules() -> list[ModuleType]:
     """Subcommands that live in other packages (their modules import nothing heavy)."""
     import importlib
 
@@ -129,9 +130,7 @@ async def _index(manager: object, load: bool) -> list[dict[str, object]]:
         await manager.unload_all()
         return rows
     await manager.plan_all()
-    return [
-        {**row, "state": "VALID"} if row["state"] == VersionState.LOADING.value else row for row in manager.index()
-    ]
+    return [{**row, "state": "VALID"} if row["state"] == VersionState.LOADING.value else row for row in manager.index()]
 
 
 def _configure_logging(level: str) -> None:

@@ -69,7 +69,9 @@ class Metrics:
             ["model", "reason"], registry=r,
         )  # fmt: skip
         self.queue_depth = Gauge(
-            "modelgate_queue_depth", "Requests admitted and not yet answered, per model version.", ["model", "version"],
+            "modelgate_queue_depth",
+            "Requests admitted and not yet answered, per model version.",
+            ["model", "version"],
             registry=r,
         )
         build = Gauge("modelgate_build_info", "Build information.", ["version", "python"], registry=r)

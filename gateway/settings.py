@@ -37,9 +37,9 @@ class Settings(BaseSettings):
     )
     http_port: Annotated[int, Field(ge=0, le=65535, description="V2 REST port (0 picks a free one).")] = 8000
     grpc_port: Annotated[int, Field(ge=0, le=65535, description="V2 gRPC port (0 picks a free one).")] = 8001
-    metrics_port: Annotated[int, Field(ge=0, le=65535, description="Prometheus /metrics port (0 picks a free one).")] = (
-        8002
-    )
+    metrics_port: Annotated[
+        int, Field(ge=0, le=65535, description="Prometheus /metrics port (0 picks a free one).")
+    ] = 8002
     max_request_bytes: Annotated[
         int, Field(ge=1024, description="Largest REST body accepted; larger gets 413 before it is read.")
     ] = 64 * MiB

@@ -129,7 +129,9 @@ def _to_str(name: str, array: np.ndarray) -> np.ndarray:
     try:
         out.reshape(-1)[:] = [b.decode("utf-8") for b in array.reshape(-1)]
     except UnicodeDecodeError:
-        raise InvalidInput(f"input {name!r}: BYTES elements must be UTF-8 text for ONNX Runtime string inputs") from None
+        raise InvalidInput(
+            f"input {name!r}: BYTES elements must be UTF-8 text for ONNX Runtime string inputs"
+        ) from None
     return out
 
 

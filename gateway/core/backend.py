@@ -106,7 +106,7 @@ class BackendRegistry:
         self._factories[name] = factory
 
     def create(self, source: ModelVersionSource) -> Backend:
-        name = source.config.backend
+        name = source.config.backend or ""
         try:
             factory = self._factories[name]
         except KeyError:

@@ -41,6 +41,7 @@ class DynamicBatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._queue: list[_Pending] = []
         self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.rows = 0
 
@@ -62,7 +63,9 @@ class DynamicBatcher:
                     await asyncio.sleep(self.max_delay_seconds)
                 batch = self._take()
                 if batch:
-                    asyncio.create_task(self._run(batch))
+                    task = asyncio.create_task(self._run(batch))
+                    self._running.add(task)  # the loop keeps only weak references to tasks
+                    task.add_done_callback(self._running.discard)
                 else:
                     self._slots.release()
         finally:

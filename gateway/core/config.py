@@ -38,7 +38,9 @@ class TensorConfig(_Strict):
     """One input or output. ``shape`` is the full tensor shape including the batch dimension."""
 
     name: Annotated[str, Field(min_length=1, description="Tensor name as clients send it.")]
-    datatype: Annotated[str, Field(description="V2 datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES.")]
+    datatype: Annotated[
+        str, Field(description="V2 datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES.")
+    ]
     shape: Annotated[list[int], Field(description="Dimensions; -1 marks a dynamic dimension (e.g. batch).")]
 
     @field_validator("datatype")
@@ -107,7 +109,9 @@ class VersionConfig(_Strict):
     ] = None
     inputs: Annotated[
         list[TensorConfig] | None,
-        Field(description="Model inputs. Optional for backends that read them from the artifact (onnxruntime, tflite)."),
+        Field(
+            description="Model inputs. Optional for backends that read them from the artifact (onnxruntime, tflite)."
+        ),
     ] = None
     outputs: Annotated[list[TensorConfig] | None, Field(description="Model outputs; optional like inputs.")] = None
     max_batch_size: Annotated[

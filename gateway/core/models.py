@@ -80,9 +80,7 @@ def _caller(backend: Backend, config: ModelConfig) -> InferFn:
     batching = config.dynamic_batching
     if batching is None:
         return backend.infer
-    batcher = DynamicBatcher(
-        backend.infer, config.max_batch_size, batching.concurrency, batching.max_delay_ms / 1000
-    )
+    batcher = DynamicBatcher(backend.infer, config.max_batch_size, batching.concurrency, batching.max_delay_ms / 1000)
     return batcher.infer
 
 

@@ -33,9 +33,7 @@ def _spec(t: TensorConfig) -> TensorSpec:
     return TensorSpec(t.name, t.datatype, tuple(t.shape))
 
 
-def _merge(
-    model: str, kind: str, declared: list[TensorConfig] | None, found: list[TensorSpec]
-) -> list[TensorSpec]:
+def _merge(model: str, kind: str, declared: list[TensorConfig] | None, found: list[TensorSpec]) -> list[TensorSpec]:
     if declared is None:
         return found
     by_name = {t.name: t for t in found}
@@ -44,12 +42,12 @@ def _merge(
         actual = by_name.get(tensor.name)
         if actual is None:
             raise ConfigError(
-                f"model {model!r}: config {kind} names {tensor.name!r} but the artifact has "
-                f"{sorted(by_name)}"
+                f"model {model!r}: config {kind} names {tensor.name!r} but the artifact has {sorted(by_name)}"
             )
         if actual.datatype != tensor.datatype:
             raise ConfigError(
-                f"model {model!r}: config {kind} {tensor.name!r} says {tensor.datatype}, artifact says {actual.datatype}"
+                f"model {model!r}: config {kind} {tensor.name!r} says {tensor.datatype}, "
+                f"artifact says {actual.datatype}"
             )
         merged.append(TensorSpec(tensor.name, tensor.datatype, _merge_shape(model, tensor, actual.shape)))
     if kind == "inputs" and len(declared) != len(found):
@@ -61,7 +59,8 @@ def _merge(
 def _merge_shape(model: str, tensor: TensorConfig, actual: tuple[int, ...]) -> tuple[int, ...]:
     if len(tensor.shape) != len(actual):
         raise ConfigError(
-            f"model {model!r}: config shape of {tensor.name!r} is {tensor.shape}, artifact rank is {len(actual)} {list(actual)}"
+            f"model {model!r}: config shape of {tensor.name!r} is {tensor.shape}, "
+            f"artifact rank is {len(actual)} {list(actual)}"
         )
     for mine, theirs in zip(tensor.shape, actual, strict=True):
         if theirs != -1 and mine != theirs:

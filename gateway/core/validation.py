@@ -30,9 +30,13 @@ def validate_inputs(inputs: Sequence[Tensor], signature: Signature, max_batch_si
 
 def _check_tensor(tensor: Tensor, spec: TensorSpec, max_batch_size: int) -> None:
     if tensor.datatype != spec.datatype:
-        raise InvalidInput(f"input {tensor.name!r}: datatype {tensor.datatype} does not match the model's {spec.datatype}")
+        raise InvalidInput(
+            f"input {tensor.name!r}: datatype {tensor.datatype} does not match the model's {spec.datatype}"
+        )
     shape = tensor.shape
-    if len(shape) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, shape, strict=False)):
+    if len(shape) != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=False)
+    ):
         raise InvalidInput(f"input {tensor.name!r}: shape {list(shape)} does not match the model's {list(spec.shape)}")
     if max_batch_size and spec.shape and spec.shape[0] == -1 and shape[0] > max_batch_size:
         raise InvalidInput(f"input {tensor.name!r}: batch size {shape[0]} is over max_batch_size {max_batch_size}")

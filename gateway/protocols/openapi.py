@@ -27,7 +27,10 @@ def _get(summary: str, schema: str, params: list[dict[str, Any]], errors: tuple[
 
 
 def _json(schema: str) -> dict[str, Any]:
-    return {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
 
 
 def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,17 +57,15 @@ def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    tensor_meta = {
-        "type": "object",
-        "required": ["name", "datatype", "shape"],
-        "properties": {
-            "name": {"type": "string"},
-            "datatype": {"type": "string", "enum": _DATATYPES},
-            "shape": {"type": "array", "items": {"type": "integer"}},
-        },
+    meta_properties: dict[str, Any] = {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": _DATATYPES},
+        "shape": {"type": "array", "items": {"type": "integer"}},
     }
-    tensor = {**tensor_meta, "properties": {**tensor_meta["properties"], "parameters": {"type": "object"},
-                                            "data": {"type": "array"}}}  # fmt: skip
+    required = ["name", "datatype", "shape"]
+    tensor_meta = {"type": "object", "required": required, "properties": meta_properties}
+    tensor_properties = {**meta_properties, "parameters": {"type": "object"}, "data": {"type": "array"}}
+    tensor = {"type": "object", "required": required, "properties": tensor_properties}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},

@@ -30,16 +30,12 @@ def parse_json(body: bytes | memoryview, what: str = "request body") -> Any:
         raise InvalidInput(f"malformed JSON in {what}: {exc}") from None
 
 
-def decode_request(
-    body: bytes, header_length: int | None, model: str, version: str | None
-) -> InferRequest:
+def decode_request(body: bytes, header_length: int | None, model: str, version: str | None) -> InferRequest:
     """Decode a V2 infer request (JSON, or JSON header + binary tensors)."""
     if header_length is None:
         header_end = len(body)
     elif header_length < 0 or header_length > len(body):
-        raise InvalidInput(
-            f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes"
-        )
+        raise InvalidInput(f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes")
     else:
         header_end = header_length
     view = memoryview(body)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -41,7 +41,7 @@ _PREFIX = "/v2/models/"
 _SUFFIX = "/infer"
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -180,7 +180,7 @@ class V2RestApp:
         if body.strip():
             doc = parse_json(body)
             if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
-                raise InvalidInput("repository index body must be an object like {\"ready\": true}")
+                raise InvalidInput('repository index body must be an object like {"ready": true}')
             only_ready = doc.get("ready", False)
         rows = self.dataplane.repository_index()
         return json_response([r for r in rows if r.get("state") == "READY"] if only_ready else rows)

@@ -36,7 +36,8 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
         ("backend: onnxruntime\nunknown_field: 1\n", "unknown_field"),
         ("backend: onnxruntime\nlabels: {'bad label': 1}\n", "labels"),
         (
-            "backend: onnxruntime\ninputs: [{name: x, datatype: FP32, shape: [1]}, {name: x, datatype: FP32, shape: [1]}]\n",
+            "backend: onnxruntime\ninputs: [{name: x, datatype: FP32, shape: [1]},"
+            " {name: x, datatype: FP32, shape: [1]}]\n",
             "inputs",
         ),
     ],
@@ -51,7 +52,7 @@ def test_invalid_config_names_file_and_field(tmp_path: Path, text: str, field: s
 
 @pytest.mark.parametrize("text", ["backend: [unclosed\n", "- just\n- a list\n"])
 def test_unparseable_yaml_is_a_config_error(tmp_path: Path, text: str) -> None:
-    with pytest.raises(ConfigError, match="config.yaml"):
+    with pytest.raises(ConfigError, match=r"config\.yaml"):
         load_model_config(write(tmp_path / "config.yaml", text))
 
 
@@ -79,7 +80,7 @@ def test_version_config_cannot_set_model_wide_fields(tmp_path: Path) -> None:
 
 def test_backend_required_somewhere(tmp_path: Path) -> None:
     model = load_model_config(write(tmp_path / "config.yaml", "max_batch_size: 4\n"))
-    with pytest.raises(ConfigError, match="backend: required"):
+    with pytest.raises(ConfigError, match=r"backend: required"):
         load_version_config(model, tmp_path / "1" / "config.yaml")
 
 

@@ -35,6 +35,6 @@ async def test_deadline_cuts_a_hung_call() -> None:
     async def hung() -> None:
         await never.wait()
 
-    with pytest.raises(DeadlineExceeded, match="0.05 s"):
+    with pytest.raises(DeadlineExceeded, match=r"0\.05 s"):
         await gate.run(hung)
     assert gate.depth == 0

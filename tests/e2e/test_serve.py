@@ -45,7 +45,10 @@ def expected(demo_repo: Path, x: np.ndarray) -> np.ndarray:
 
 def test_rest_json(server: ServerProcess, demo_repo: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = digits
-    doc = {"id": "e2e", "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [16, 64], "data": x.ravel().tolist()}]}
+    doc = {
+        "id": "e2e",
+        "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [16, 64], "data": x.ravel().tolist()}],
+    }
     r = httpx.post(f"{server.url}/v2/models/digits_mlp/infer", json=doc)
     assert r.status_code == 200 and r.json()["id"] == "e2e"
     probs = np.array(r.json()["outputs"][0]["data"], np.float32).reshape(16, 10)
@@ -95,8 +98,14 @@ def test_metrics_endpoint(server: ServerProcess) -> None:
     httpx.post(f"{server.url}/v2/models/digits_mlp/infer", content=b"{oops")
     text = httpx.get(f"http://127.0.0.1:{server.metrics}/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    for name in ("modelgate_requests", "modelgate_request_duration_seconds", "modelgate_inflight_requests",
-                 "modelgate_backend_inference_duration_seconds", "modelgate_model_state", "modelgate_build_info"):
+    for name in (
+        "modelgate_requests",
+        "modelgate_request_duration_seconds",
+        "modelgate_inflight_requests",
+        "modelgate_backend_inference_duration_seconds",
+        "modelgate_model_state",
+        "modelgate_build_info",
+    ):
         assert name in families, name
     bad = [s for s in families["modelgate_requests"].samples
            if s.labels.get("status") == "400" and s.labels.get("model") == "digits_mlp"]  # fmt: skip

@@ -84,7 +84,9 @@ async def test_binary_extension_both_ways_is_byte_exact(client: httpx.AsyncClien
     x = pixels(4)
     raw = x.astype("<f4").tobytes()
     header = {
-        "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [4, 64], "parameters": {"binary_data_size": len(raw)}}],
+        "inputs": [
+            {"name": "pixels", "datatype": "FP32", "shape": [4, 64], "parameters": {"binary_data_size": len(raw)}}
+        ],
         "outputs": [{"name": "probs", "parameters": {"binary_data": True}}],
     }
     body, headers = binary_body(header, raw)
@@ -101,7 +103,7 @@ async def test_binary_extension_both_ways_is_byte_exact(client: httpx.AsyncClien
 async def test_binary_data_output_on_request_and_per_output_override(client: httpx.AsyncClient) -> None:
     doc = v2_json(pixels(1), parameters={"binary_data_output": True})
     r = await client.post("/v2/models/digits_mlp/infer", json=doc)
-    head, data = split_binary(r)
+    _head, data = split_binary(r)
     assert len(data) == 40
     doc["outputs"] = [{"name": "probs", "parameters": {"binary_data": False}}]
     assert "data" in (await client.post("/v2/models/digits_mlp/infer", json=doc)).json()["outputs"][0]
@@ -150,27 +152,69 @@ async def test_every_datatype_round_trips_as_json_and_binary(client: httpx.Async
         ("/v2/models/digits_mlp/versions/x/infer", None, 404, "no version 'x'"),
         ("/v2/models/broken/infer", None, 503, "max_batch_size"),
         ("/v2/models/digits_mlp/infer", {"inputs": []}, 400, "'inputs' must be a non-empty list"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 63],
-                                                      "data": [0.0] * 63}]}, 400, "shape [1, 63] does not match"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
-                                                      "data": [0.0] * 10}]}, 400, "needs 64 elements, data has 10"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "INT32", "shape": [1, 64],
-                                                      "data": [0] * 64}]}, 400, "datatype INT32 does not match"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "FP99", "shape": [1, 64],
-                                                      "data": [0] * 64}]}, 400, "unknown datatype 'FP99'"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "px", "datatype": "FP32", "shape": [1, 64],
-                                                      "data": [0] * 64}]}, 400, "unknown input 'px'"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, -64],
-                                                      "data": [0] * 64}]}, 400, "negative dimension"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
-                                                      "data": ["a"] * 64}]}, 400, "not valid FP32"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64]}]},
-         400, "needs 'data' or parameters.binary_data_size"),
-        ("/v2/models/digits_mlp/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
-                                                      "data": [0] * 64}], "outputs": [{"name": "logits"}]},
-         400, "unknown output 'logits'"),
-        ("/v2/models/types/infer", {"inputs": [{"name": "in_UINT8", "datatype": "UINT8", "shape": [1],
-                                                 "data": [300]}]}, 400, "not valid UINT8"),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 63], "data": [0.0] * 63}]},
+            400,
+            "shape [1, 63] does not match",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 10}]},
+            400,
+            "needs 64 elements, data has 10",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "pixels", "datatype": "INT32", "shape": [1, 64], "data": [0] * 64}]},
+            400,
+            "datatype INT32 does not match",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "pixels", "datatype": "FP99", "shape": [1, 64], "data": [0] * 64}]},
+            400,
+            "unknown datatype 'FP99'",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "px", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}]},
+            400,
+            "unknown input 'px'",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, -64], "data": [0] * 64}]},
+            400,
+            "negative dimension",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": ["a"] * 64}]},
+            400,
+            "not valid FP32",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64]}]},
+            400,
+            "needs 'data' or parameters.binary_data_size",
+        ),
+        (
+            "/v2/models/digits_mlp/infer",
+            {
+                "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}],
+                "outputs": [{"name": "logits"}],
+            },
+            400,
+            "unknown output 'logits'",
+        ),
+        (
+            "/v2/models/types/infer",
+            {"inputs": [{"name": "in_UINT8", "datatype": "UINT8", "shape": [1], "data": [300]}]},
+            400,
+            "not valid UINT8",
+        ),
     ],
 )
 async def test_client_errors_are_json_4xx_naming_the_field(
@@ -206,8 +250,15 @@ async def test_binary_size_mismatches_are_400(client: httpx.AsyncClient) -> None
         body, headers = binary_body(header, raw)
         r = await client.post("/v2/models/digits_mlp/infer", content=body, headers=headers)
         assert r.status_code == 400 and needle in r.json()["error"]
-    body, headers = binary_body({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
-                                             "parameters": {"binary_data_size": len(raw)}}]}, raw, b"extra")
+    body, headers = binary_body(
+        {
+            "inputs": [
+                {"name": "pixels", "datatype": "FP32", "shape": [1, 64], "parameters": {"binary_data_size": len(raw)}}
+            ]
+        },
+        raw,
+        b"extra",
+    )
     r = await client.post("/v2/models/digits_mlp/infer", content=body, headers=headers)
     assert r.status_code == 400 and "after the last binary input" in r.json()["error"]
 
@@ -247,12 +298,15 @@ async def test_request_metrics_by_status_with_bounded_labels(client: httpx.Async
         await client.post(f"/v2/models/random-{i}/infer", json=v2_json(pixels(1)))
         await client.post(f"/v2/models/digits_mlp/versions/{i + 100}/infer", json=v2_json(pixels(1)))
     registry = dataplane.metrics.registry
-    ok = registry.get_sample_value("modelgate_requests_total",
-                                   {"model": "digits_mlp", "version": "1", "protocol": "rest", "status": "200"})
-    unknown = registry.get_sample_value("modelgate_requests_total",
-                                        {"model": "_unknown", "version": "", "protocol": "rest", "status": "404"})
-    bad_version = registry.get_sample_value("modelgate_requests_total",
-                                            {"model": "digits_mlp", "version": "", "protocol": "rest", "status": "404"})
+    ok = registry.get_sample_value(
+        "modelgate_requests_total", {"model": "digits_mlp", "version": "1", "protocol": "rest", "status": "200"}
+    )
+    unknown = registry.get_sample_value(
+        "modelgate_requests_total", {"model": "_unknown", "version": "", "protocol": "rest", "status": "404"}
+    )
+    bad_version = registry.get_sample_value(
+        "modelgate_requests_total", {"model": "digits_mlp", "version": "", "protocol": "rest", "status": "404"}
+    )
     assert (ok, unknown, bad_version) == (1.0, 20.0, 20.0)
     series = [s for m in registry.collect() if m.name == "modelgate_requests" for s in m.samples]
     assert not any(s.labels.get("model", "").startswith("random-") for s in series)
