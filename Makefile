@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[frameworks,loadtest,dev]"
+	# Its metadata names the full `tensorflow` package; tensorflow-cpu provides it.
+	$(PIP) install --no-deps tensorflow-serving-api==2.21.0
 	touch $(STAMP)
 
 # Builds the demo models into model_repo/ if they are missing (never overwrites a version).

@@ -66,6 +66,8 @@ class Gateway:
 
     async def run(self) -> None:
         from gateway.protocols.grpc_v2 import add_grpc_services, grpc_server_options
+        from gateway.protocols.tfs_grpc import add_tfs_grpc_services
+        from gateway.protocols.tfs_rest import tfs_routes
 
         s = self.settings
         http_sock = _bind(s.host, s.http_port)
@@ -74,6 +76,7 @@ class Gateway:
 
         grpc_server = grpc.aio.server(options=grpc_server_options(s.grpc_max_message_bytes))
         health = add_grpc_services(grpc_server, self.dataplane, self.metrics)
+        add_tfs_grpc_services(grpc_server, self.dataplane, self.metrics)
         try:
             grpc_port = grpc_server.add_insecure_port(f"{s.host}:{s.grpc_port}")
         except RuntimeError:
@@ -83,7 +86,9 @@ class Gateway:
             metrics_sock.close()
             raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port} (in use?)")
         self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1])
-        http = _UvicornServer(self._uvicorn_config(V2RestApp(self.dataplane, self.metrics, s.max_request_bytes)))
+        tfs = tfs_routes(self.dataplane, self.metrics, s.max_request_bytes)
+        rest = V2RestApp(self.dataplane, self.metrics, s.max_request_bytes, extra_routes=tfs)
+        http = _UvicornServer(self._uvicorn_config(rest))
         metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry)))
         await grpc_server.start()
         tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock]))]

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PROTOCOL: Final = "grpc"
 SERVICE_NAME: Final = "inference.GRPCInferenceService"
 #: Health services answered from the data plane's readiness: the server overall ("") and the V2 service.
-HEALTH_SERVICES: Final = ("", SERVICE_NAME)
+HEALTH_SERVICES: Final = ("", SERVICE_NAME, "tensorflow.serving.PredictionService")
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 

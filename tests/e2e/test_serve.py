@@ -110,3 +110,25 @@ def test_metrics_endpoint(server: ServerProcess) -> None:
     bad = [s for s in families["modelgate_requests"].samples
            if s.labels.get("status") == "400" and s.labels.get("model") == "digits_mlp"]  # fmt: skip
     assert bad and bad[0].value >= 1
+
+
+def test_tf_serving_rest_and_grpc(server: ServerProcess, demo_repo: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    from gateway.core.datatypes import numpy_dtype
+    from gateway.core.types import Tensor
+    from gateway.protocols.tfs_codec import tensor_from_proto, tensor_to_proto
+    from gateway.protos.tfserving.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    x, _ = digits
+    want = expected(demo_repo, x[:2])
+    rows = httpx.post(f"{server.url}/v1/models/digits_mlp:predict", json={"instances": x[:2].tolist()}).json()
+    np.testing.assert_allclose(np.array(rows["predictions"], np.float32), want, rtol=1e-6, atol=1e-7)
+    status = httpx.get(f"{server.url}/v1/models/digits_mlp").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "digits_mlp"
+        request.inputs["pixels"].CopyFrom(tensor_to_proto(Tensor("pixels", "FP32", x[:2].astype(numpy_dtype("FP32")))))
+        response = stub.Predict(request, timeout=10)
+        probs = tensor_from_proto("probs", response.outputs["probs"]).data
+        assert np.array_equal(probs, want)

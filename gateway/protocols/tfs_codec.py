@@ -1,0 +1,391 @@
+"""TF Serving wire formats <-> core tensors: the REST predict JSON and ``tensorflow.TensorProto``.
+
+REST follows TF Serving's ``g3doc/api_rest.md``: a request carries either ``"instances"``
+(row format: one value per example, or one object of named values per example) or
+``"inputs"`` (columnar: one tensor, or an object of named tensors), never both; the
+response mirrors it as ``"predictions"`` or ``"outputs"``, naming outputs only when there
+are several. Binary values travel as ``{"b64": "..."}``. Values are typed by the model's
+signature, as TF Serving types them by the SignatureDef, so ``1`` is a float for an FP32
+input and an error for a BOOL one.
+
+gRPC tensors are decoded from ``tensor_content`` (raw little-endian bytes) or from the
+typed ``*_val`` fields, and encoded into the typed fields, which is what TF Serving sends
+by default and what clients reading ``outputs[...].float_val`` expect.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import orjson
+
+from gateway.core.datatypes import numpy_dtype
+from gateway.core.errors import InvalidInput
+from gateway.core.types import Tensor, TensorSpec
+from gateway.protos.tfserving.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+#: The signature TF Serving uses when a request names none; the only one a gateway model has.
+DEFAULT_SIGNATURE: Final = "serving_default"
+#: TF Serving's convention: a DT_STRING output whose name ends like this holds binary data.
+BINARY_SUFFIX: Final = "_bytes"
+
+#: V2 datatype -> TensorFlow DataType.
+TF_DTYPE: Final[Mapping[str, types_pb2.DataType]] = {
+    "BOOL": types_pb2.DT_BOOL,
+    "UINT8": types_pb2.DT_UINT8,
+    "UINT16": types_pb2.DT_UINT16,
+    "UINT32": types_pb2.DT_UINT32,
+    "UINT64": types_pb2.DT_UINT64,
+    "INT8": types_pb2.DT_INT8,
+    "INT16": types_pb2.DT_INT16,
+    "INT32": types_pb2.DT_INT32,
+    "INT64": types_pb2.DT_INT64,
+    "FP16": types_pb2.DT_HALF,
+    "FP32": types_pb2.DT_FLOAT,
+    "FP64": types_pb2.DT_DOUBLE,
+    "BYTES": types_pb2.DT_STRING,
+}
+V2_DATATYPE: Final[Mapping[int, str]] = {dtype: name for name, dtype in TF_DTYPE.items()}
+
+#: V2 datatype -> the TensorProto field TensorFlow stores it in (FP16 as bit patterns in half_val).
+VALUE_FIELD: Final[Mapping[str, str]] = {
+    "BOOL": "bool_val",
+    "UINT8": "int_val",
+    "UINT16": "int_val",
+    "UINT32": "uint32_val",
+    "UINT64": "uint64_val",
+    "INT8": "int_val",
+    "INT16": "int_val",
+    "INT32": "int_val",
+    "INT64": "int64_val",
+    "FP16": "half_val",
+    "FP32": "float_val",
+    "FP64": "double_val",
+    "BYTES": "string_val",
+}
+
+
+def tf_dtype_name(dtype: int) -> str:
+    """``DT_FLOAT`` for 1; the number itself for a value this proto version does not know."""
+    try:
+        return types_pb2.DataType.Name(dtype)
+    except ValueError:
+        return str(dtype)
+
+
+# -- gRPC: TensorProto <-> numpy ---------------------------------------------------------
+
+
+def shape_proto(shape: Iterable[int]) -> tensor_shape_pb2.TensorShapeProto:
+    """A TensorShapeProto; -1 marks a dynamic dimension, as in TF signatures."""
+    return tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape])
+
+
+def tensor_from_proto(name: str, proto: tensor_pb2.TensorProto) -> Tensor:
+    """Decode one request tensor; every problem is an :class:`InvalidInput` naming the input."""
+    datatype = V2_DATATYPE.get(proto.dtype)
+    if datatype is None:
+        supported = ", ".join(sorted(tf_dtype_name(d) for d in V2_DATATYPE))
+        raise InvalidInput(f"input {name!r}: dtype {tf_dtype_name(proto.dtype)} is not supported ({supported})")
+    shape = _proto_shape(name, proto.tensor_shape)
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        flat = _object_array(list(proto.string_val))
+    elif proto.tensor_content:
+        flat = _from_content(name, proto.tensor_content, numpy_dtype(datatype), count)
+    else:
+        flat = _from_values(name, proto, datatype)
+    return Tensor(name, datatype, _fill(name, flat, count).reshape(shape))
+
+
+def tensor_to_proto(tensor: Tensor) -> tensor_pb2.TensorProto:
+    """Encode one response tensor into the typed ``*_val`` field, as TF Serving does by default."""
+    proto = tensor_pb2.TensorProto(dtype=TF_DTYPE[tensor.datatype], tensor_shape=shape_proto(tensor.shape))
+    flat = tensor.data.reshape(-1)
+    field = getattr(proto, VALUE_FIELD[tensor.datatype])
+    if tensor.datatype == "BYTES":
+        field.extend(v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in flat)
+    elif tensor.datatype == "FP16":
+        field.extend(flat.astype("<f2").view("<u2").tolist())
+    else:
+        field.extend(flat.tolist())
+    return proto
+
+
+def _proto_shape(name: str, shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...]:
+    if shape.unknown_rank:
+        raise InvalidInput(f"input {name!r}: tensor_shape has unknown_rank; send the concrete shape")
+    dims = tuple(int(d.size) for d in shape.dim)
+    if any(d < 0 for d in dims):
+        raise InvalidInput(f"input {name!r}: tensor_shape {list(dims)} has a negative dimension")
+    return dims
+
+
+def _from_content(name: str, content: bytes, dtype: np.dtype[Any], count: int) -> np.ndarray:
+    if len(content) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"input {name!r}: tensor_content has {len(content)} bytes, the shape needs "
+            f"{count} x {dtype.itemsize} = {count * dtype.itemsize}"
+        )
+    return np.frombuffer(content, dtype=dtype)
+
+
+def _from_values(name: str, proto: tensor_pb2.TensorProto, datatype: str) -> np.ndarray:
+    """The typed field as an array (``np.array`` reads a repeated field directly, 25x faster than a list)."""
+    field = VALUE_FIELD[datatype]
+    values = getattr(proto, field)
+    if datatype == "FP16":
+        return _narrowed(name, field, np.array(values, dtype=np.int64), np.dtype("<u2")).view("<f2")
+    dtype = numpy_dtype(datatype)
+    if field == "int_val" and dtype != np.int32:
+        return _narrowed(name, field, np.array(values, dtype=np.int64), dtype)
+    return np.array(values, dtype=dtype)
+
+
+def _narrowed(name: str, field: str, wide: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """Narrow types ride in wider fields (int8 in int_val); a value out of range is the client's error."""
+    info = np.iinfo(dtype.name)
+    if wide.size and (wide.min() < info.min or wide.max() > info.max):
+        raise InvalidInput(f"input {name!r}: {field} holds values outside the range of {dtype.name}")
+    return wide.astype(dtype)
+
+
+def _fill(name: str, flat: np.ndarray, count: int) -> np.ndarray:
+    """TensorFlow's rule: a single value fills the whole shape; otherwise counts must match."""
+    if flat.size == count:
+        return flat
+    if flat.size == 1:
+        return np.repeat(flat, count)
+    raise InvalidInput(f"input {name!r}: the shape needs {count} values, the tensor holds {flat.size}")
+
+
+def _object_array(items: Sequence[bytes]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+# -- REST: the predict JSON ---------------------------------------------------------------
+
+
+class JsonFormat(enum.Enum):
+    """Which request layout was used; the response uses the matching one."""
+
+    ROW = "instances"
+    COLUMNAR = "inputs"
+
+
+def parse_predict_body(body: bytes) -> dict[str, Any]:
+    """The request object; NaN/Infinity tokens are accepted, as TF Serving accepts them."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = _parse_lenient(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput("request body must be a JSON object with 'instances' or 'inputs'")
+    return doc
+
+
+def _parse_lenient(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InvalidInput(f"malformed JSON in request body: {exc}") from None
+
+
+def check_signature_name(value: Any) -> None:
+    """Only the default signature exists: every gateway model has exactly one."""
+    if value is None or value in ("", DEFAULT_SIGNATURE):
+        return
+    if not isinstance(value, str):
+        raise InvalidInput("'signature_name' must be a string")
+    raise InvalidInput(f'Serving signature name: "{value}" not found in signature def (only "{DEFAULT_SIGNATURE}")')
+
+
+def decode_predict(doc: Mapping[str, Any], specs: Sequence[TensorSpec]) -> tuple[list[Tensor], JsonFormat]:
+    """The input tensors of a ``:predict`` body, typed by the model's input specs."""
+    check_signature_name(doc.get("signature_name"))
+    if "instances" in doc and "inputs" in doc:
+        raise InvalidInput("request has both 'instances' and 'inputs'; use exactly one of them")
+    if "instances" in doc:
+        return _decode_rows(doc["instances"], specs), JsonFormat.ROW
+    if "inputs" in doc:
+        return _decode_columns(doc["inputs"], specs), JsonFormat.COLUMNAR
+    raise InvalidInput("request needs 'instances' (row format) or 'inputs' (columnar format)")
+
+
+def _decode_rows(instances: Any, specs: Sequence[TensorSpec]) -> list[Tensor]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("'instances' must be a non-empty list with one entry per example")
+    named = [isinstance(item, dict) and not _is_b64(item) for item in instances]
+    if not any(named):
+        return [_to_tensor(instances, _single_spec(specs, "instances"), "instances")]
+    if not all(named):
+        raise InvalidInput("'instances' mixes objects of named inputs with bare values; use one form")
+    wanted = {spec.name for spec in specs}
+    for i, item in enumerate(instances):
+        if set(item) != wanted:
+            raise InvalidInput(
+                f"instances[{i}] has inputs {sorted(item)}; every instance needs exactly {sorted(wanted)}"
+            )
+    return [_to_tensor([item[s.name] for item in instances], s, f"instances[*].{s.name}") for s in specs]
+
+
+def _decode_columns(inputs: Any, specs: Sequence[TensorSpec]) -> list[Tensor]:
+    if not isinstance(inputs, dict) or _is_b64(inputs):
+        return [_to_tensor(inputs, _single_spec(specs, "inputs"), "inputs")]
+    by_name = {spec.name: spec for spec in specs}
+    tensors = []
+    for name, value in inputs.items():
+        spec = by_name.get(name)
+        if spec is None:
+            raise InvalidInput(f"unknown input {name!r} in 'inputs'; the model's inputs are {sorted(by_name)}")
+        tensors.append(_to_tensor(value, spec, f"inputs.{name}"))
+    return tensors
+
+
+def _single_spec(specs: Sequence[TensorSpec], key: str) -> TensorSpec:
+    if len(specs) != 1:
+        raise InvalidInput(
+            f"the model has {len(specs)} inputs {[s.name for s in specs]}: "
+            f"'{key}' must name them (objects keyed by input name)"
+        )
+    return specs[0]
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _to_tensor(value: Any, spec: TensorSpec, where: str) -> Tensor:
+    if spec.datatype == "BYTES":
+        return Tensor(spec.name, "BYTES", _bytes_array(value, where))
+    return Tensor(spec.name, spec.datatype, _numeric_array(value, spec.datatype, where))
+
+
+def _numeric_array(value: Any, datatype: str, where: str) -> np.ndarray:
+    try:
+        raw = np.asarray(value)
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{where}: the nested lists are ragged; every row needs the same length") from None
+    target = numpy_dtype(datatype)
+    if raw.size and not _compatible(raw.dtype, target):
+        kind = {"b": "true/false values", "i": "integers", "u": "integers", "f": "numbers"}[target.kind]
+        raise InvalidInput(f"{where}: expected {kind} for a {datatype} input")
+    if raw.size and target.kind in "iu":
+        info = np.iinfo(target.name)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise InvalidInput(f"{where}: values outside the range of {datatype}")
+    return raw.astype(target)
+
+
+def _compatible(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    if target.kind == "b":
+        return source.kind == "b"
+    if target.kind in "iu":
+        return source.kind in "iu"
+    return source.kind in "iuf"
+
+
+def _bytes_array(value: Any, where: str) -> np.ndarray:
+    flat: list[bytes] = []
+    shape = _walk_bytes(value, flat, where)
+    return _object_array(flat).reshape(shape)
+
+
+def _walk_bytes(value: Any, flat: list[bytes], where: str) -> tuple[int, ...]:
+    """Collect the leaves of a nested list of strings or b64 objects; returns its shape."""
+    if isinstance(value, str):
+        flat.append(value.encode("utf-8"))
+        return ()
+    if _is_b64(value):
+        flat.append(_b64decode(value["b64"], where))
+        return ()
+    if not isinstance(value, list):
+        raise InvalidInput(f'{where}: a BYTES input takes strings or {{"b64": ...}} objects, not {_kind(value)}')
+    shapes = {_walk_bytes(item, flat, where) for item in value}
+    if len(shapes) > 1:
+        raise InvalidInput(f"{where}: the nested lists are ragged; every row needs the same length")
+    inner = shapes.pop() if shapes else ()
+    return (len(value), *inner)
+
+
+def _b64decode(text: Any, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidInput(f"{where}: a b64 value must be a string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise InvalidInput(f"{where}: invalid base64 in a b64 value: {exc}") from None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "objects", bool: "booleans", int: "numbers", float: "numbers"}.get(type(value), type(value).__name__)
+
+
+def encode_predict(outputs: Sequence[Tensor], fmt: JsonFormat) -> bytes:
+    """The ``:predict`` response body: ``predictions`` for row requests, ``outputs`` for columnar ones."""
+    values = {t.name: _json_value(t) for t in outputs}
+    if fmt is JsonFormat.COLUMNAR:
+        body: Any = values if len(outputs) != 1 else values[outputs[0].name]
+        return _dumps({"outputs": body}, outputs)
+    _check_rows(outputs)
+    if len(outputs) == 1:
+        return _dumps({"predictions": values[outputs[0].name]}, outputs)
+    batch = outputs[0].shape[0]
+    rows = [{name: value[i] for name, value in values.items()} for i in range(batch)]
+    return _dumps({"predictions": rows}, outputs)
+
+
+def _check_rows(outputs: Sequence[Tensor]) -> None:
+    """The row format needs every output to share the batch (0-th) dimension, as in TF Serving."""
+    batches = {t.name: (t.shape[0] if t.shape else None) for t in outputs}
+    if None in batches.values() or len(set(batches.values())) > 1:
+        raise InvalidInput(
+            f"outputs {batches} do not share a batch dimension, so they cannot be returned as rows; "
+            "send the request in the columnar format ('inputs') instead"
+        )
+
+
+def _json_value(tensor: Tensor) -> Any:
+    """A numpy array orjson writes directly, or nested lists for BYTES."""
+    if tensor.datatype != "BYTES":
+        return np.ascontiguousarray(tensor.data)
+    binary = tensor.name.endswith(BINARY_SUFFIX)
+    return _bytes_json(tensor.data.tolist(), binary)
+
+
+def _bytes_json(value: Any, binary: bool) -> Any:
+    if isinstance(value, list):
+        return [_bytes_json(item, binary) for item in value]
+    raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if not binary:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # not text: fall through to base64 rather than fail the request
+    return {"b64": base64.b64encode(raw).decode("ascii")}
+
+
+def _dumps(doc: Mapping[str, Any], outputs: Sequence[Tensor]) -> bytes:
+    """orjson normally; the stdlib when a float is NaN or infinite, which TF Serving writes as tokens."""
+    if all(t.data.dtype.kind != "f" or bool(np.isfinite(t.data).all()) for t in outputs):
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(_plain(doc), allow_nan=True, separators=(",", ":")).encode("utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

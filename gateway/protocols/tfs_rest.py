@@ -1,0 +1,160 @@
+"""TF Serving's REST API on the gateway's HTTP port, for every model whatever its backend.
+
+``GET /v1/models/{m}[/versions/{v}|/labels/{l}]`` (status), the same plus ``/metadata``,
+and ``POST ...:predict``. Paths are matched with TF Serving's own expressions (a model name
+has no ``/`` or ``:``, a version is digits, case-insensitive), by one route object rather than
+Starlette path templates, because ``{m}:predict`` is not a template Starlette can split.
+``:classify`` and ``:regress`` answer 501. Errors are ``{"error": "..."}`` with the status from
+:mod:`gateway.protocols.rest_errors`, the same table the V2 API uses.
+
+Use :func:`tfs_routes` as ``extra_routes`` of :class:`gateway.protocols.rest_v2.V2RestApp`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from starlette.datastructures import URLPath
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, NoMatchFound
+
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import GatewayError, Unsupported
+from gateway.core.types import InferRequest
+from gateway.metrics import Metrics, outcome_of
+from gateway.protocols.asgi import Receive, Scope, Send, read_body, respond
+from gateway.protocols.rest_errors import error_body, error_headers, error_status
+from gateway.protocols.rest_v2 import gateway_error_response, json_response
+from gateway.protocols.tfs_codec import decode_predict, encode_predict, parse_predict_body
+from gateway.protocols.tfs_servables import (
+    ServableRef,
+    message_json,
+    metadata_json,
+    model_metadata,
+    model_status,
+    resolve,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOL: Final = "tfs_rest"
+_SERVABLE: Final = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+_GET_PATH: Final = re.compile(_SERVABLE + r"(?P<metadata>/metadata)?", re.IGNORECASE)
+_POST_PATH: Final = re.compile(_SERVABLE + r":(?P<method>classify|regress|predict)", re.IGNORECASE)
+_SCOPE_KEY: Final = "tfs_target"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed TF Serving path: which servable, what to do, and the HTTP method that does it."""
+
+    ref: ServableRef
+    action: str
+    method: str
+
+
+def parse_path(path: str) -> Target | None:
+    """The TF Serving target of ``path`` (status, metadata, predict, classify, regress), else None."""
+    found = _GET_PATH.fullmatch(path)
+    if found is not None:
+        return Target(_ref(found), "metadata" if found["metadata"] else "status", "GET")
+    found = _POST_PATH.fullmatch(path)
+    if found is not None:
+        return Target(_ref(found), found["method"].lower(), "POST")
+    return None
+
+
+def _ref(found: re.Match[str]) -> ServableRef:
+    version = found["version"]
+    return ServableRef(found["model"], int(version) if version is not None else None, found["label"])
+
+
+class TFServingRest:
+    """The handlers behind :class:`TFServingRoute`, over the shared data plane."""
+
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self._inflight = metrics.inflight.labels(PROTOCOL)
+
+    async def dispatch(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None:
+        if target.action == "predict":
+            await self.predict(target.ref, scope, receive, send)
+            return
+        try:
+            doc = self._describe(target)
+        except GatewayError as exc:
+            await gateway_error_response(exc)(scope, receive, send)
+            return
+        await json_response(doc)(scope, receive, send)
+
+    def _describe(self, target: Target) -> dict[str, object]:
+        if target.action == "status":
+            return message_json(model_status(self.dataplane.manager, target.ref))
+        if target.action == "metadata":
+            return metadata_json(model_metadata(self.dataplane, target.ref))
+        raise Unsupported(f":{target.action} is not supported by this gateway; use :predict")
+
+    async def predict(self, ref: ServableRef, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ``:predict`` (raw ASGI: read, resolve, decode, infer, encode, record)."""
+        started = time.perf_counter()
+        self._inflight.inc()
+        status, version, server_error = 200, "", False
+        try:
+            body = await read_body(scope, receive, self.max_body_bytes)
+            served = resolve(self.dataplane.manager, ref)
+            version = str(served.version)
+            specs = self.dataplane.model_metadata(served.model, version).inputs
+            inputs, fmt = decode_predict(parse_predict_body(body), specs)
+            response = await self.dataplane.infer_version(
+                served, InferRequest(served.model, inputs, model_version=version)
+            )
+            await respond(send, 200, encode_predict(response.outputs, fmt))
+        except GatewayError as exc:
+            status, server_error = error_status(exc), not exc.is_client_error
+            await respond(send, status, error_body(exc.message), extra=error_headers(exc))
+        except Exception:
+            log.exception("unexpected error serving %s", scope["path"])
+            status, server_error = 500, True
+            await respond(send, 500, error_body("internal error (see the gateway log)"))
+        finally:
+            self._inflight.dec()
+            outcome = outcome_of(status >= 400, server_error)
+            self.metrics.observe_request(
+                ref.name, version, PROTOCOL, str(status), outcome, time.perf_counter() - started
+            )
+
+
+class TFServingRoute(BaseRoute):
+    """One route for every TF Serving path: FULL match on the right method, PARTIAL (405) otherwise."""
+
+    def __init__(self, api: TFServingRest) -> None:
+        self.api = api
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        target = parse_path(scope["path"])
+        if target is None:
+            return Match.NONE, {}
+        full = scope["method"] == target.method or (target.method == "GET" and scope["method"] == "HEAD")
+        return (Match.FULL if full else Match.PARTIAL), {_SCOPE_KEY: target}
+
+    def url_path_for(self, name: str, /, **path_params: object) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target: Target = scope[_SCOPE_KEY]
+        if scope["method"] != target.method and not (target.method == "GET" and scope["method"] == "HEAD"):
+            raise HTTPException(405, headers={"Allow": target.method})
+        await self.api.dispatch(target, scope, receive, send)
+
+
+def tfs_routes(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> list[BaseRoute]:
+    """The routes to pass as ``V2RestApp(..., extra_routes=tfs_routes(...))``."""
+    return [TFServingRoute(TFServingRest(dataplane, metrics, max_body_bytes))]

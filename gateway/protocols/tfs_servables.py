@@ -1,0 +1,190 @@
+"""TF Serving's view of the model repository, shared by its REST and gRPC front ends.
+
+A TF Serving request names a servable by model name plus a version number, a version
+label, or neither (the latest). This module resolves that to a served version with TF
+Serving's error wording (``Servable not found for request: Latest(half)``), and builds the
+status and metadata messages (``GetModelStatusResponse``, ``GetModelMetadataResponse``
+with a ``SignatureDefMap``) from the core signature. The REST front end renders the same
+messages as JSON, so both APIs always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from google.protobuf import json_format, wrappers_pb2
+
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import InvalidInput, ModelNotFound, ModelNotReady
+from gateway.core.models import ModelManager, ServedModel, ServedVersion, VersionState
+from gateway.core.types import TensorSpec
+from gateway.protocols.tfs_codec import DEFAULT_SIGNATURE, TF_DTYPE, shape_proto
+from gateway.protos.tfserving.tensorflow.core.protobuf import meta_graph_pb2
+from gateway.protos.tfserving.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    status_pb2,
+)
+from gateway.protos.tfserving.xla.tsl.protobuf import error_codes_pb2
+
+#: The only metadata field TF Serving (and this gateway) supports.
+SIGNATURE_DEF_FIELD: Final = "signature_def"
+PREDICT_METHOD: Final = "tensorflow/serving/predict"
+
+#: Core version state -> TF Serving state; a version that failed to load is END with an error, as in TF Serving.
+TF_STATE: Final[dict[VersionState, get_model_status_pb2.ModelVersionStatus.State]] = {
+    VersionState.LOADING: get_model_status_pb2.ModelVersionStatus.LOADING,
+    VersionState.READY: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+    VersionState.UNAVAILABLE: get_model_status_pb2.ModelVersionStatus.END,
+    VersionState.UNLOADED: get_model_status_pb2.ModelVersionStatus.END,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServableRef:
+    """What a request names: a model and at most one of a version number or a label."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+
+    @classmethod
+    def from_model_spec(cls, spec: model_pb2.ModelSpec) -> ServableRef:
+        choice = spec.WhichOneof("version_choice")
+        version = spec.version.value if choice == "version" else None
+        label = spec.version_label if choice == "version_label" and spec.version_label else None
+        return cls(spec.name, version, label)
+
+    def describe(self) -> str:
+        """TF Serving's ServableRequest wording, used in its not-found messages."""
+        if self.version is not None:
+            return f"Specific({self.name}, {self.version})"
+        return f"Latest({self.name})"
+
+
+def resolve(manager: ModelManager, ref: ServableRef) -> ServedVersion:
+    """The served version ``ref`` names; 404 in TF Serving's words when there is none."""
+    model = _model(manager, ref)
+    if ref.label is not None:
+        return _by_label(manager, model, ref.label)
+    if ref.version is not None:
+        if ref.version not in model.versions:
+            raise ModelNotFound(f"Servable not found for request: {ref.describe()}")
+        return model.versions[ref.version]
+    return model.default_version()
+
+
+def _model(manager: ModelManager, ref: ServableRef) -> ServedModel:
+    if not ref.name:
+        raise InvalidInput("Missing model name in request.")
+    try:
+        return manager.get(ref.name)
+    except ModelNotFound:
+        raise ModelNotFound(f"Servable not found for request: {ref.describe()}") from None
+
+
+def _by_label(manager: ModelManager, model: ServedModel, label: str) -> ServedVersion:
+    try:
+        return manager.resolve_label(model.name, label)
+    except ModelNotFound:
+        labels = sorted(model.config.labels) if model.config is not None else []
+        raise ModelNotFound(
+            f"Unrecognized servable version label: {label} (model {model.name!r} has {labels})"
+        ) from None
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def model_status(manager: ModelManager, ref: ServableRef) -> get_model_status_pb2.GetModelStatusResponse:
+    """Every version's state when ``ref`` names none, else the one it names."""
+    model = _model(manager, ref)
+    if model.error is not None:
+        raise ModelNotReady(f"model {model.name!r} is unavailable: {model.error}")
+    if ref.label is not None:
+        versions = [_by_label(manager, model, ref.label)]
+    elif ref.version is not None:
+        if ref.version not in model.versions:
+            raise ModelNotFound(f"Could not find version {ref.version} of model {model.name}")
+        versions = [model.versions[ref.version]]
+    else:
+        versions = [model.versions[v] for v in sorted(model.versions)]
+    if not versions:
+        raise ModelNotFound(f"Could not find any versions of model {model.name}")
+    return get_model_status_pb2.GetModelStatusResponse(model_version_status=[_version_status(v) for v in versions])
+
+
+def _version_status(served: ServedVersion) -> get_model_status_pb2.ModelVersionStatus:
+    failed = served.state is VersionState.UNAVAILABLE
+    status = status_pb2.StatusProto(
+        error_code=error_codes_pb2.UNKNOWN if failed else error_codes_pb2.OK,
+        error_message=served.reason if failed else "",
+    )
+    return get_model_status_pb2.ModelVersionStatus(version=served.version, state=TF_STATE[served.state], status=status)
+
+
+# -- metadata -----------------------------------------------------------------------------
+
+
+def check_metadata_fields(fields: Sequence[str]) -> None:
+    """TF Serving's rule: at least one field, and only ``signature_def``."""
+    if not fields:
+        raise InvalidInput("GetModelMetadataRequest must specify at least one metadata_field")
+    for field in fields:
+        if field != SIGNATURE_DEF_FIELD:
+            raise InvalidInput(f"Metadata field {field} is not supported (only {SIGNATURE_DEF_FIELD})")
+
+
+def model_metadata(
+    dataplane: DataPlane, ref: ServableRef, signature_name: str = ""
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """The served version's signature as ``serving_default`` in a SignatureDefMap."""
+    served = resolve(dataplane.manager, ref)
+    metadata = dataplane.model_metadata(served.model, str(served.version))
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    signatures.signature_def[DEFAULT_SIGNATURE].CopyFrom(signature_def(metadata.inputs, metadata.outputs))
+    spec = model_pb2.ModelSpec(
+        name=served.model, version=wrappers_pb2.Int64Value(value=served.version), signature_name=signature_name
+    )
+    response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=spec)
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
+    return response
+
+
+def signature_def(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> meta_graph_pb2.SignatureDef:
+    signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+    for spec in inputs:
+        signature.inputs[spec.name].CopyFrom(_tensor_info(spec))
+    for spec in outputs:
+        signature.outputs[spec.name].CopyFrom(_tensor_info(spec))
+    return signature
+
+
+def _tensor_info(spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
+    return meta_graph_pb2.TensorInfo(
+        name=spec.name, dtype=TF_DTYPE[spec.datatype], tensor_shape=shape_proto(spec.shape)
+    )
+
+
+# -- JSON, the way TF Serving's REST API prints these messages -----------------------------
+
+
+def message_json(message: Any) -> dict[str, Any]:
+    """Proto field names, default values printed (``"error_message": ""``), int64 as strings."""
+    doc: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return doc
+
+
+def metadata_json(response: get_model_metadata_pb2.GetModelMetadataResponse) -> dict[str, Any]:
+    """TF Serving unpacks the ``Any`` and nests it: ``{"model_spec", "metadata": {"signature_def": {...}}}``."""
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata[SIGNATURE_DEF_FIELD].Unpack(signatures)
+    return {
+        "model_spec": message_json(response.model_spec),
+        "metadata": {SIGNATURE_DEF_FIELD: message_json(signatures)},
+    }

@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from gateway.core.errors import ConfigError
+from gateway.settings import load_settings
+
+
+def test_precedence_flags_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("http_port: 9000\ngrpc_port: 9001\nmetrics_port: 9002\n")
+    monkeypatch.setenv("MODELGATE_GRPC_PORT", "9101")
+    monkeypatch.setenv("MODELGATE_METRICS_PORT", "9102")
+    settings = load_settings(config, metrics_port=9202, host=None)
+    assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (9000, 9101, 9202)
+    assert settings.host == "127.0.0.1"
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (8000, 8001, 8002)
+    assert settings.model_repository == Path("model_repo")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("htp_port: 1\n", "htp_port: Extra inputs"), ("http_port: 70000\n", "http_port"), ("[1, 2]\n", "mapping")],
+)
+def test_bad_settings_file_names_the_field(tmp_path: Path, text: str, needle: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(config)
+
+
+def test_missing_settings_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.yaml")
