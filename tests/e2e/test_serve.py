@@ -112,7 +112,9 @@ def test_metrics_endpoint(server: ServerProcess) -> None:
     assert bad and bad[0].value >= 1
 
 
-def test_tf_serving_rest_and_grpc(server: ServerProcess, demo_repo: Path, digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_tf_serving_rest_and_grpc(
+    server: ServerProcess, demo_repo: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
     from gateway.core.datatypes import numpy_dtype
     from gateway.core.types import Tensor
     from gateway.protocols.tfs_codec import tensor_from_proto, tensor_to_proto
