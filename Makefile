@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # The CPU torch wheel lies in /opt/wheels on this kind of machine; pip finds it there.
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
-.PHONY: install models serve test test-quick lint protos bench clean-models
+.PHONY: install models serve test test-quick lint protos bench loadtest loadtest-compare
 
 install: $(STAMP)
 
@@ -41,6 +41,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# Load test a running gateway (`make serve` in another shell); exit 1 on an SLO breach or a wrong answer.
+LOADTEST_ARGS ?= --protocol rest --shape constant:users=8 --duration 30
+loadtest: install
+	$(VENV)/bin/modelgate loadtest --host http://$(HOST):8000 --model digits_mlp --out reports/loadtest \
+		--slo loadtests/slo.example.yaml $(LOADTEST_ARGS)
+
+loadtest-compare: install
+	$(VENV)/bin/modelgate loadtest-compare --model digits_mlp --shape constant:users=8 --duration 20 \
+		--out reports/compare --target rest=rest@http://$(HOST):8000 --target binary=binary@http://$(HOST):8000 \
+		--target grpc=grpc@grpc://$(HOST):8001
 
 # Gateway vs bare ASGI / bare grpc.aio floors (prints ratios; needs wrk and h2load from Debian).
 bench: install

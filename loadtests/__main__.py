@@ -1,0 +1,5 @@
+"""``python -m loadtests loadtest|loadtest-compare ...``."""
+
+from loadtests.cli import main
+
+raise SystemExit(main())

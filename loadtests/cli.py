@@ -1,0 +1,142 @@
+"""``modelgate loadtest`` and ``modelgate loadtest-compare``: run Locust headless and gate on the result.
+
+Exit codes: 0 the run passed; 1 an SLO was breached or responses failed their checks (the
+release gate); 2 bad arguments or an unusable target (unknown model, unreachable host, malformed
+SLO file), reported in one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from loadtests.config import Protocol
+
+EXIT_PASS, EXIT_GATE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+SHAPE_HELP = (
+    "load shape KIND[:key=value,...]: constant:users=N | step:start=N,step=N,every=S,max=N | "
+    "spike:base=N,peak=N,at=S,hold=S | rate:rps=R,users=N | poisson:rps=R,users=N "
+    "(rate/poisson are open loop: arrivals at a fixed or Poisson rate, served by a pool of users)"
+)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model name in the repository")
+    parser.add_argument("--model-version", dest="version", default=None, help="model version (default: the server's)")
+    parser.add_argument("--shape", default="constant:users=4", help=SHAPE_HELP)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the request sequence and Poisson arrivals")
+    parser.add_argument("--slo", type=Path, default=None, help="YAML file of SLOs per model (exit 1 on a breach)")
+    parser.add_argument(
+        "--metrics-url", default=None, help="gateway Prometheus endpoint (default: http://<host>:8002/metrics)"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``loadtest`` and ``loadtest-compare`` to a CLI (imports nothing heavy)."""
+    run = subparsers.add_parser("loadtest", help="run a Locust load test and write a report folder")
+    run.add_argument("--host", required=True, help="http://HOST:PORT (rest, binary, tfs) or grpc://HOST:PORT")
+    run.add_argument("--protocol", choices=[p.value for p in Protocol], default=Protocol.REST.value)
+    run.add_argument("--out", type=Path, required=True, help="report folder (created)")
+    _add_common(run)
+    run.set_defaults(func=run_loadtest)
+
+    bench = subparsers.add_parser("loadtest-compare", help="run the same load against several targets, print ratios")
+    bench.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="LABEL=PROTOCOL@URL",
+        help="a target, e.g. rest=rest@http://127.0.0.1:8000 or grpc=grpc@grpc://127.0.0.1:8001 (repeat)",
+    )
+    bench.add_argument("--out", type=Path, required=True, help="folder for one report per target + comparison.json")
+    _add_common(bench)
+    bench.set_defaults(func=run_compare)
+
+
+def _error(command: str, message: str) -> int:
+    print(f"modelgate {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run_loadtest(args: argparse.Namespace) -> int:
+    from loadtests.errors import LoadTestError
+    from loadtests.report import build_report, console_summary, write_report
+    from loadtests.runner import RunOptions, execute
+    from loadtests.slo import load_slo_file
+
+    try:
+        slo = load_slo_file(args.slo) if args.slo is not None else None
+        options = RunOptions(
+            host=args.host,
+            model=args.model,
+            protocol=Protocol(args.protocol),
+            shape=args.shape,
+            duration=args.duration,
+            out=args.out,
+            version=args.version,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            metrics_url=args.metrics_url,
+        )
+        artifacts = execute(options)
+        report = build_report(artifacts, slo)
+        write_report(report, artifacts)
+    except LoadTestError as exc:
+        return _error("loadtest", str(exc))
+    except KeyboardInterrupt:
+        print("modelgate loadtest: interrupted (Locust stopped)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(console_summary(report))
+    print(f"report: {args.out}")
+    return EXIT_PASS if report.passed else EXIT_GATE
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from loadtests.bench import compare, format_table, parse_targets
+    from loadtests.errors import LoadTestError
+    from loadtests.runner import RunOptions
+    from loadtests.slo import load_slo_file
+
+    try:
+        slo = load_slo_file(args.slo) if args.slo is not None else None
+        targets = parse_targets(args.target)
+        base = RunOptions(
+            host=targets[0].host,
+            model=args.model,
+            protocol=targets[0].protocol,
+            shape=args.shape,
+            duration=args.duration,
+            out=args.out,
+            version=args.version,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            metrics_url=args.metrics_url,
+        )
+        rows, reports = compare(targets, base, slo)
+    except LoadTestError as exc:
+        return _error("loadtest-compare", str(exc))
+    except KeyboardInterrupt:
+        print("modelgate loadtest-compare: interrupted (Locust stopped)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(format_table(rows))
+    for target, report in zip(targets, reports, strict=True):
+        for line in [*(f"note: {note}" for note in report.notes), *(str(breach) for breach in report.breaches)]:
+            print(f"{target.label}: {line}")
+    print(f"report: {args.out}")
+    return EXIT_PASS if all(report.passed for report in reports) else EXIT_GATE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loadtests loadtest ...``: the same commands without the gateway's CLI."""
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests", description="Run Locust load tests against modelgate and gate on SLOs."
+    )
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

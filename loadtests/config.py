@@ -1,0 +1,69 @@
+"""What the runner tells the Locust process: one JSON file, named by Locust's ``--loadtest-config``.
+
+The runner validates everything (target, model, shape) before Locust starts; the Locust side only
+reads this file, so a locustfile run by hand needs nothing else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Protocol(StrEnum):
+    """The wire protocols a run can use; each has one Locust user class."""
+
+    REST = "rest"
+    BINARY = "binary"
+    GRPC = "grpc"
+    TFS = "tfs"
+
+    @property
+    def user_class(self) -> str:
+        return _USER_CLASSES[self]
+
+    @property
+    def metrics_label(self) -> str:
+        """The ``protocol`` label the gateway's ``modelgate_requests_total`` uses for this protocol."""
+        return _METRICS_LABELS[self]
+
+
+_USER_CLASSES = {
+    Protocol.REST: "V2RestUser",
+    Protocol.BINARY: "V2BinaryUser",
+    Protocol.GRPC: "V2GrpcUser",
+    Protocol.TFS: "TfsRestUser",
+}
+_METRICS_LABELS = {Protocol.REST: "rest", Protocol.BINARY: "rest", Protocol.GRPC: "grpc", Protocol.TFS: "tfs_rest"}
+
+
+class RunConfig(BaseModel):
+    """One load-test run as the Locust process sees it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    version: str | None = None
+    protocol: Protocol
+    shape: str = Field(description="shape spec, KIND[:key=value,...] (see loadtests.shapes)")
+    duration: float = Field(gt=0)
+    batch_size: int = Field(default=1, ge=1)
+    seed: int = 0
+    samples_path: Path
+    input_name: str = "pixels"
+    output_name: str = "probs"
+    results_path: Path = Field(description="where the Locust process writes raw latencies and schedule lag")
+
+    @property
+    def request_name(self) -> str:
+        """The name requests are recorded under in Locust's statistics: model and protocol."""
+        return f"{self.model} [{self.protocol.value}]"
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        return cls.model_validate_json(path.read_bytes())

@@ -1,0 +1,171 @@
+"""PNG plots of a run, drawn with matplotlib's Agg backend (no display needed).
+
+- ``latency_over_time.png``: exact p50/p90/p95/p99 of each second's responses, with the user count;
+- ``throughput_over_time.png``: responses/s and failures/s with the user count, and Locust's CPU below;
+- ``latency_histogram.png``: every exact client response time, with its percentiles;
+- ``client_vs_server.png``: client, gateway and backend percentiles side by side (when metrics were scraped).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loadtests.loadgen import BOTTLENECK_PERCENT
+from loadtests.shapes import Shape, parse_shape
+from loadtests.stats import Samples, load_samples
+
+if TYPE_CHECKING:
+    from loadtests.report import RunReport
+    from loadtests.runner import RunArtifacts
+
+_PERCENTILES = (50, 90, 95, 99)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def planned_users(shape: Shape, duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """The user count the shape asks for over the run (Locust applies it within about a second)."""
+    times = np.arange(0.0, duration, 0.1)
+    return times, np.array([shape.users_at(t) for t in times], dtype=float)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Exact per-second figures from the recorder's samples (each request binned by completion time)."""
+
+    t: np.ndarray
+    rps: np.ndarray
+    failures: np.ndarray
+    percentiles: dict[str, np.ndarray]
+
+
+def per_second(samples: Samples, origin: float) -> Timeline:
+    if samples.end_s.size == 0:
+        return Timeline(np.zeros(0), np.zeros(0), np.zeros(0), {f"p{p}": np.zeros(0) for p in _PERCENTILES})
+    offsets = samples.end_s - origin
+    first = np.floor(offsets.min())
+    bins = np.floor(offsets - first).astype(np.int64)
+    count = int(bins.max()) + 1
+    rps = np.bincount(bins, minlength=count).astype(float)
+    failures = np.bincount(bins, weights=~samples.success, minlength=count)
+    order = np.argsort(bins, kind="stable")
+    groups = np.split(samples.response_ms[order], np.cumsum(np.bincount(bins, minlength=count))[:-1])
+    percentiles = {f"p{p}": np.array([np.percentile(g, p) if g.size else np.nan for g in groups]) for p in _PERCENTILES}
+    return Timeline(first + np.arange(count) + 0.5, rps, failures, percentiles)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def _users_axis(ax: Any, users: tuple[np.ndarray, np.ndarray]) -> Any:
+    other = ax.twinx()
+    if users[0].size:
+        other.step(users[0], users[1], where="post", color="grey", alpha=0.5, label="users (shape)")
+    other.set_ylabel("users")
+    return other
+
+
+def plot_latency_over_time(timeline: Timeline, users: tuple[np.ndarray, np.ndarray], title: str, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for key, values in timeline.percentiles.items():
+        ax.plot(timeline.t, values, marker=".", label=key)
+    ax.set(xlabel="seconds", ylabel="response time (ms, per second)", title=f"Latency over time: {title}")
+    ax.legend(loc="upper left")
+    _users_axis(ax, users).legend(loc="upper right")
+    return _save(fig, path)
+
+
+def plot_throughput_over_time(
+    timeline: Timeline, users: tuple[np.ndarray, np.ndarray], cpu: list[tuple[float, float]], title: str, path: Path
+) -> Path:
+    plt = _pyplot()
+    fig, (ax, cpu_ax) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, height_ratios=(2, 1))
+    ax.plot(timeline.t, timeline.rps, marker=".", label="responses/s")
+    ax.plot(timeline.t, timeline.failures, marker=".", color="red", label="failures/s")
+    ax.set(ylabel="per second", title=f"Throughput over time: {title}")
+    ax.legend(loc="upper left")
+    _users_axis(ax, users).legend(loc="upper right")
+    points = [(t, p) for t, p in cpu if timeline.t.size and -1.0 <= t <= timeline.t.max() + 1.0]
+    if points:
+        times, percents = zip(*points, strict=True)
+        cpu_ax.plot(times, percents, color="purple", label="Locust CPU")
+    cpu_ax.axhline(BOTTLENECK_PERCENT, color="purple", linestyle=":", label="bottleneck threshold")
+    cpu_ax.set(xlabel="seconds", ylabel="% of one core", ylim=(0, 110))
+    cpu_ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_histogram(response_ms: np.ndarray, title: str, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    if response_ms.size:
+        upper = float(np.percentile(response_ms, 99.9))
+        ax.hist(np.minimum(response_ms, upper), bins=100)
+        for p, style in ((50, "-"), (95, "--"), (99, ":")):
+            value = float(np.percentile(response_ms, p))
+            ax.axvline(value, color="black", linestyle=style, label=f"p{p} {value:.2f} ms")
+        ax.legend()
+    ax.set(
+        xlabel="response time (ms; values above p99.9 in the last bin)",
+        ylabel="requests",
+        title=f"Latency histogram: {title}",
+    )
+    return _save(fig, path)
+
+
+def plot_client_vs_server(report: RunReport, path: Path) -> Path | None:
+    if report.server is None:
+        return None
+    plt = _pyplot()
+    keys = ("p50", "p90", "p95", "p99")
+    series = {
+        "client": [report.client.latency_ms.get(k) for k in keys],
+        "gateway": [report.server.latency_ms.get(k) for k in keys],
+        "backend": [report.server.backend_latency_ms.get(k) for k in keys],
+    }
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        heights = [float("nan") if v is None else v for v in values]
+        ax.bar(np.arange(len(keys)) + i * width, heights, width, label=label)
+    ax.set_xticks(np.arange(len(keys)) + width, keys)
+    ax.set(ylabel="ms", title=f"Client vs server latency: {report.run['request_name']}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def write_plots(artifacts: RunArtifacts, report: RunReport) -> list[Path]:
+    layout, name = artifacts.layout, artifacts.config.request_name
+    out = layout.out
+    samples = load_samples(layout.latencies, name)
+    if samples is None:
+        samples = Samples(np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0))
+    origin = float((samples.end_s - samples.response_ms / 1000.0).min(initial=time.time()))
+    timeline = per_second(samples, origin)
+    users = planned_users(parse_shape(artifacts.config.shape), artifacts.config.duration)
+    shift = report.loadgen.timeline_origin - origin
+    cpu = [(t + shift, percent) for t, percent in report.loadgen.timeline]
+    paths = [
+        plot_latency_over_time(timeline, users, name, out / "latency_over_time.png"),
+        plot_throughput_over_time(timeline, users, cpu, name, out / "throughput_over_time.png"),
+        plot_histogram(samples.response_ms, name, out / "latency_histogram.png"),
+    ]
+    versus = plot_client_vs_server(report, out / "client_vs_server.png")
+    return [*paths, *([versus] if versus is not None else [])]
