@@ -21,11 +21,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[frameworks,loadtest,dev]"
 	# Its metadata names the full `tensorflow` package; tensorflow-cpu provides it.
 	$(PIP) install --no-deps tensorflow-serving-api==2.21.0
+	# onnx2tf (PyTorch -> SavedModel/TFLite) hard-pins old TensorFlow/numpy/onnx: installed without its
+	# pins into a folder of its own, only on the PYTHONPATH of the conversion subprocess.
+	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/onnx2tf onnx2tf==1.29.24 \
+		onnx-graphsurgeon==0.6.1 sng4onnx==2.0.1 psutil==7.2.2 tf-keras==2.21.0
 	touch $(STAMP)
 
-# Builds the demo models into model_repo/ if they are missing (never overwrites a version).
+# Builds the demo models into model_repo/ if they are missing (never overwrites a version): the numpy MLP,
+# then the Keras and PyTorch CNNs converted to every format, verified and published (a few minutes, once).
 models: install
 	$(PY) -m converters.numpy2onnx --model-repository $(REPO)
+	$(PY) -m converters.demo --model-repository $(REPO)
 
 serve: models
 	$(VENV)/bin/modelgate serve --model-repository $(REPO) --host $(HOST)

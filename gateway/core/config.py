@@ -137,12 +137,6 @@ class VersionConfig(_Strict):
     platform: Annotated[str | None, Field(description="Platform string reported in model metadata.")] = None
 
     @model_validator(mode="after")
-    def _batching_needs_batch_size(self) -> VersionConfig:
-        if self.dynamic_batching is not None and self.max_batch_size == 0:
-            raise ValueError("dynamic_batching needs max_batch_size > 0")
-        return self
-
-    @model_validator(mode="after")
     def _unique_tensor_names(self) -> VersionConfig:
         for kind in ("inputs", "outputs"):
             tensors = getattr(self, kind) or []
@@ -193,9 +187,13 @@ def load_version_config(model: ModelConfig, path: Path) -> ModelConfig:
             override = VersionConfig.model_validate(raw)
         except ValidationError as exc:
             raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
-        merged = model.model_copy(update=override.model_dump(exclude_unset=True))
+        # Copy the validated field objects themselves (model_dump would turn nested models into dicts).
+        merged = model.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
+    where = f"{path.parent.parent / CONFIG_FILE} (with {path} if present)"
     if merged.backend is None:
-        raise ConfigError(f"{path.parent.parent / CONFIG_FILE}: backend: required (here or in {path})")
+        raise ConfigError(f"{where}: backend: required in one of them")
+    if merged.dynamic_batching is not None and merged.max_batch_size == 0:
+        raise ConfigError(f"{where}: dynamic_batching: needs max_batch_size > 0")
     return merged
 
 

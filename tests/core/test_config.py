@@ -64,9 +64,15 @@ def test_version_policies_select_from_disk() -> None:
 
 def test_version_config_overrides_model_config(tmp_path: Path) -> None:
     model = ModelConfig(backend="onnxruntime", labels={"stable": 1}, max_batch_size=8)
-    override = write(tmp_path / "2" / "config.yaml", "backend: tflite\nartifact: m.tflite\n")
+    override = write(
+        tmp_path / "2" / "config.yaml",
+        "backend: tflite\nartifact: m.tflite\ninputs: [{name: x, datatype: FP32, shape: [-1, 2]}]\n"
+        "dynamic_batching: {concurrency: 1}\n",
+    )
     merged = load_version_config(model, override)
     assert merged.backend == "tflite" and merged.artifact == "m.tflite"
+    assert merged.inputs is not None and merged.inputs[0].name == "x" and merged.inputs[0].shape == [-1, 2]
+    assert merged.dynamic_batching is not None and merged.dynamic_batching.concurrency == 1
     assert merged.max_batch_size == 8 and merged.labels == {"stable": 1}
     assert load_version_config(model, tmp_path / "1" / "config.yaml") is model
 
@@ -82,6 +88,14 @@ def test_backend_required_somewhere(tmp_path: Path) -> None:
     model = load_model_config(write(tmp_path / "config.yaml", "max_batch_size: 4\n"))
     with pytest.raises(ConfigError, match=r"backend: required"):
         load_version_config(model, tmp_path / "1" / "config.yaml")
+
+
+def test_dynamic_batching_needs_a_batch_size_in_the_effective_config(tmp_path: Path) -> None:
+    model = load_model_config(write(tmp_path / "config.yaml", "backend: onnxruntime\ndynamic_batching: {}\n"))
+    with pytest.raises(ConfigError, match=r"dynamic_batching: needs max_batch_size > 0"):
+        load_version_config(model, tmp_path / "1" / "config.yaml")
+    override = write(tmp_path / "2" / "config.yaml", "max_batch_size: 8\n")
+    assert load_version_config(model, override).max_batch_size == 8
 
 
 def test_dump_round_trips(tmp_path: Path) -> None:

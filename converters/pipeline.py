@@ -1,0 +1,309 @@
+"""Orchestrate a conversion: inspect the source, convert, verify, profile, publish.
+
+Every framework step runs in its own subprocess (:mod:`converters.isolation`); this
+module only moves files and numpy arrays. Stages are separate functions so the Python
+API and tests can run them one by one; :func:`run` chains them. Exit codes: 0 when every
+requested target passed and was published, 1 when some failed verification (the
+passing ones are still published), 2 (:class:`BadInput`) for anything the user must fix,
+in which case nothing is written to the repository.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import targets as catalogue
+from converters.errors import BadInput, StepFailed
+from converters.isolation import DEFAULT_TIMEOUT, onnx2tf_path, run_step
+from converters.profile import recommend, size_bytes
+from converters.publish import Publication, publish
+from converters.report import ArtifactResult, ConversionReport, summary_line, to_markdown
+from converters.sources import detect_kind, load_labels
+from converters.spec import to_json
+from converters.verify import DEFAULT_TOLERANCES, Tolerance, accuracy, compare
+from gateway.core.config import CONFIG_FILE, MODEL_NAME_PATTERN, TensorConfig, VersionConfig, load_model_config
+from gateway.core.errors import ConfigError
+from gateway.core.types import TensorSpec
+
+Log = Callable[[str], None]
+DEFAULT_JOBS = 2
+
+
+def _quiet(_: str) -> None:
+    """Default logger: say nothing."""
+
+
+@dataclass(frozen=True)
+class ConversionRequest:
+    """What the user asked for (the CLI's arguments, or the Python API's)."""
+
+    source: Path
+    name: str
+    targets: str
+    repository: Path
+    samples: Path | None = None
+    labels: Path | None = None
+    input_spec: list[TensorSpec] | None = None
+    output_names: list[str] | None = None
+    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    timeout: float = DEFAULT_TIMEOUT
+    #: Conversion/verification subprocesses run at once (each may take a CPU core and ~0.7 GB).
+    jobs: int = DEFAULT_JOBS
+
+
+@dataclass
+class Plan:
+    """A validated request plus what inspecting the source found."""
+
+    request: ConversionRequest
+    kind: str
+    targets: list[str]
+    workdir: Path
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    count: int
+    labels: np.ndarray | None
+    log: Log = _quiet
+    methods: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o["name"] for o in self.outputs]
+
+    def artifact_path(self, target: str) -> Path:
+        return self.workdir / target / catalogue.TARGETS[target].artifact
+
+
+def validate_request(request: ConversionRequest) -> tuple[str, list[str]]:
+    """Checks that need no framework: name, source file, targets, existing model config."""
+    if not MODEL_NAME_PATTERN.match(request.name):
+        raise BadInput(f"--name {request.name!r}: use letters, digits, '_', '.', '-' (max 128), starting alnum")
+    kind = detect_kind(request.source)
+    targets = catalogue.parse_targets(request.targets, kind)
+    for option, path in (("--samples", request.samples), ("--labels", request.labels)):
+        if path is not None and not path.is_file():
+            raise BadInput(f"{option} {path}: no such file")
+    if request.repository.exists() and not request.repository.is_dir():
+        raise BadInput(f"--model-repository {request.repository}: not a directory")
+    existing = request.repository / request.name / CONFIG_FILE
+    if existing.exists():
+        try:
+            load_model_config(existing)
+        except ConfigError as exc:
+            raise BadInput(f"the existing model config is invalid, fix it first: {exc}") from None
+    return kind, targets
+
+
+def prepare(request: ConversionRequest, workdir: Path, log: Log = _quiet) -> Plan:
+    """Validate the request and inspect the source in a subprocess (signature, inputs, reference outputs)."""
+    kind, targets = validate_request(request)
+    log(f"source {request.source} is {kind}; targets: {', '.join(targets)}")
+    try:
+        info = _inspect(request, kind, workdir)
+    except StepFailed as exc:
+        raise BadInput(f"cannot load or run {request.source}: {exc.message}") from None
+    labels = load_labels(request.labels, int(info["count"])) if request.labels else None
+    return Plan(request, kind, targets, workdir, info["inputs"], info["outputs"], int(info["count"]), labels, log)
+
+
+def _inspect(request: ConversionRequest, kind: str, workdir: Path) -> dict[str, Any]:
+    return run_step(
+        "converters.sources:inspect",
+        {
+            "source": str(request.source.resolve()),
+            "kind": kind,
+            "input_spec": to_json(request.input_spec) if request.input_spec else None,
+            "output_names": request.output_names,
+            "samples": str(request.samples.resolve()) if request.samples else None,
+            "workdir": str(workdir),
+        },
+        workdir / "steps",
+        timeout=request.timeout,
+    )
+
+
+def convert_all(plan: Plan) -> dict[str, Path]:
+    """Build every requested target and the intermediates it needs; BadInput names the one that failed.
+
+    Targets whose input is ready are built concurrently (``request.jobs`` subprocesses).
+    """
+    built: dict[str, Path] = {}
+    pending = catalogue.build_order(plan.targets, plan.kind)
+    with ThreadPoolExecutor(max_workers=plan.request.jobs) as pool:
+        while pending:
+            ready = [t for t in pending if catalogue.recipe(t, plan.kind).requires in (None, *built)]
+            outcomes = list(pool.map(lambda target: _convert_one(plan, target, built), ready))
+            failures = [o for o in outcomes if isinstance(o, BadInput)]
+            if failures:
+                raise failures[0]
+            built.update({t: plan.artifact_path(t) for t in ready})
+            pending = [t for t in pending if t not in ready]
+    return built
+
+
+def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> BadInput | None:
+    recipe = catalogue.recipe(target, plan.kind)
+    source = built[recipe.requires] if recipe.requires else plan.request.source.resolve()
+    output = plan.artifact_path(target)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    plan.log(f"converting to {target} ...")
+    kwargs = {
+        "source": str(source), "source_kind": plan.kind, "output": str(output), "inputs": plan.inputs,
+        "output_names": plan.output_names, "precision": catalogue.TARGETS[target].precision,
+    }  # fmt: skip
+    extra = [onnx2tf_path()] if recipe.uses_onnx2tf else []
+    try:
+        answer = run_step(
+            recipe.step, kwargs, plan.workdir / "steps", timeout=plan.request.timeout, extra_path=extra, tag=target
+        )
+    except (BadInput, StepFailed) as exc:
+        return BadInput(
+            f"cannot convert {plan.request.source.name} to {target}: {exc.message}\n"
+            f"Nothing was published. Drop '{target}' from --to, or change the model (unsupported layer/op?)."
+        )
+    plan.methods[target] = str(answer.get("method", ""))
+    return None
+
+
+def verify_all(plan: Plan, built: dict[str, Path]) -> list[ArtifactResult]:
+    """Run each requested artifact in its runtime, compare with the source, profile it."""
+    reference = dict(np.load(plan.workdir / "reference.npz"))
+    with ThreadPoolExecutor(max_workers=plan.request.jobs) as pool:
+        results = list(pool.map(lambda t: _verify_one(plan, t, built[t], reference), plan.targets))
+    fp32_sizes = {r.format: r.size_bytes for r in results if r.precision == "fp32" and r.size_bytes}
+    for result in results:
+        base = fp32_sizes.get(result.format)
+        if base and result.size_bytes:
+            result.compression_vs_fp32 = result.size_bytes / base
+    return results
+
+
+def _verify_one(plan: Plan, target: str, artifact: Path, reference: dict[str, np.ndarray]) -> ArtifactResult:
+    spec = catalogue.TARGETS[target]
+    result = ArtifactResult(target, spec.format, spec.precision, spec.backend, plan.methods.get(target, ""))
+    result.size_bytes = size_bytes(artifact)
+    plan.log(f"verifying {target} ...")
+    outputs_path = plan.workdir / f"{target}.outputs.npz"
+    try:
+        answer = run_step(
+            "converters.runtimes:run",
+            {
+                "fmt": spec.format,
+                "artifact": str(artifact),
+                "inputs": str(plan.workdir / "inputs.npz"),
+                "output_names": plan.output_names,
+                "output": str(outputs_path),
+                "lock": str(plan.workdir / "profile.lock"),
+            },
+            plan.workdir / "steps",
+            timeout=plan.request.timeout,
+            tag=target,
+        )
+    except (BadInput, StepFailed) as exc:
+        result.reason = f"cannot run in its runtime: {exc.message}"
+        return result
+    result.load_s, result.latency_b1_s, result.latency_b32_s = (
+        answer["load_s"],
+        answer["latency_b1_s"],
+        answer["latency_b32_s"],
+    )
+    result.signature = _signature(answer["signature"], plan)
+    produced = dict(np.load(outputs_path))
+    _check(plan, result, produced, reference, [int(b) for b in answer["batches"]])
+    return result
+
+
+def _signature(found: dict[str, list[dict[str, Any]]], plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    """The artifact's own signature; formats without one (TorchScript, .pt2) take the source's."""
+    return {"inputs": found["inputs"] or plan.inputs, "outputs": found["outputs"] or plan.outputs}
+
+
+def _check(
+    plan: Plan,
+    result: ArtifactResult,
+    produced: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    batches: list[int],
+) -> None:
+    tolerance = plan.request.tolerances[result.precision]
+    for batch in batches:
+        for name in plan.output_names:
+            key = f"{batch}/{name}"
+            if key not in produced:
+                result.reason = f"the artifact has no output {name!r} (it has {sorted(produced)})"
+                return
+            result.checks.append(compare(name, batch, produced[key], reference[name][:batch], tolerance))
+    failed = [c for c in result.checks if not c.passed]
+    result.passed = not failed
+    result.reason = f"{failed[0].output} at batch {failed[0].batch}: {failed[0].reason}" if failed else ""
+    if plan.labels is not None:
+        result.accuracy = accuracy(produced[f"{plan.count}/{plan.output_names[0]}"], plan.labels)
+
+
+def version_config(plan: Plan, result: ArtifactResult) -> VersionConfig:
+    """The version's config.yaml: backend from the format, tensors as the artifact declares them.
+
+    No ``parameters``: every backend validates its own parameters strictly, and the
+    defaults serve these artifacts; the precision is in the label and the report.
+    """
+    spec = catalogue.TARGETS[result.target]
+    values: dict[str, Any] = {
+        "artifact": spec.artifact,
+        "inputs": [TensorConfig(**t) for t in result.signature["inputs"]],
+        "outputs": [TensorConfig(**t) for t in result.signature["outputs"]],
+        "platform": spec.platform,
+    }
+    if spec.backend is not None:
+        values["backend"] = spec.backend
+    return VersionConfig(**values)
+
+
+def finish(plan: Plan, results: list[ArtifactResult]) -> ConversionReport:
+    """Recommend, publish the passing artifacts, and build the report with the exit code."""
+    report = ConversionReport(
+        name=plan.request.name,
+        source=str(plan.request.source),
+        source_kind=plan.kind,
+        inputs=plan.inputs,
+        outputs=plan.outputs,
+        sample_count=plan.count,
+        samples=str(plan.request.samples) if plan.request.samples else "generated from the input spec (seed 0)",
+        tolerances=plan.request.tolerances,
+        artifacts=results,
+    )
+    if plan.labels is not None:
+        scores = np.load(plan.workdir / "reference.npz")[plan.output_names[0]]
+        report.source_accuracy = accuracy(scores, plan.labels)
+    report.recommended = recommend([{**r.to_dict(), "servable": r.servable} for r in results])
+    passing = [r for r in results if r.passed]
+    if passing:
+        items = [Publication(r.target, plan.artifact_path(r.target), version_config(plan, r)) for r in passing]
+        publish(plan.request.repository / plan.request.name, items, lambda v: _render(report, v), report.recommended)
+    report.exit_code = 0 if len(passing) == len(results) else 1
+    for result in results:
+        plan.log(summary_line(result))
+    return report
+
+
+def _render(report: ConversionReport, versions: dict[str, int]) -> tuple[str, str]:
+    import json
+
+    for artifact in report.artifacts:
+        artifact.published_version = versions.get(artifact.target)
+    report.exit_code = 0 if all(a.passed for a in report.artifacts) else 1
+    return json.dumps(report.to_dict(), indent=2), to_markdown(report)
+
+
+def run(request: ConversionRequest, log: Log = _quiet) -> ConversionReport:
+    """The whole conversion in one call (what ``modelgate convert`` does); raises BadInput for exit 2."""
+    with tempfile.TemporaryDirectory(prefix="modelgate-convert-") as scratch:
+        plan = prepare(request, Path(scratch), log)
+        built = convert_all(plan)
+        return finish(plan, verify_all(plan, built))

@@ -1,0 +1,158 @@
+"""The conversion report: one record per artifact, written as JSON and as a Markdown table.
+
+The same report goes beside every published version (so a version directory explains
+where it came from and how it compares) and is printed by the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from converters.verify import OutputCheck, Tolerance
+
+
+@dataclass
+class ArtifactResult:
+    """What happened to one target: conversion, verification, profile, publication."""
+
+    target: str
+    format: str
+    precision: str
+    backend: str | None
+    method: str = ""
+    size_bytes: int | None = None
+    compression_vs_fp32: float | None = None
+    load_s: float | None = None
+    latency_b1_s: float | None = None
+    latency_b32_s: float | None = None
+    checks: list[OutputCheck] = field(default_factory=list)
+    accuracy: float | None = None
+    passed: bool = False
+    reason: str = ""
+    published_version: int | None = None
+    signature: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def servable(self) -> bool:
+        return self.backend is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["checks"] = [c.to_dict() for c in self.checks]
+        data["servable"] = self.servable
+        return data
+
+
+@dataclass
+class ConversionReport:
+    """Everything one ``modelgate convert`` run did."""
+
+    name: str
+    source: str
+    source_kind: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    sample_count: int
+    samples: str
+    tolerances: dict[str, Tolerance]
+    artifacts: list[ArtifactResult] = field(default_factory=list)
+    source_accuracy: float | None = None
+    recommended: str | None = None
+    exit_code: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "sample_count": self.sample_count,
+            "samples": self.samples,
+            "tolerances": {k: asdict(v) for k, v in self.tolerances.items()},
+            "source_accuracy": self.source_accuracy,
+            "recommended": self.recommended,
+            "exit_code": self.exit_code,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+        }
+
+
+def _us(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1e6:,.0f} µs"
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1e3:,.1f} ms"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _kb(size: int | None) -> str:
+    return "–" if size is None else f"{size / 1024:,.1f} KB"
+
+
+def to_markdown(report: ConversionReport) -> str:
+    """A readable summary: one row per artifact, then the per-output checks."""
+    lines = [
+        f"# Conversion report: {report.name}",
+        "",
+        f"Source: `{report.source}` ({report.source_kind}); {report.sample_count} samples ({report.samples}).",
+        f"Inputs: {_tensors(report.inputs)}. Outputs: {_tensors(report.outputs)}.",
+        f"Source accuracy against labels: {_num(report.source_accuracy, '.2%')}.",
+        f"Recommended (fastest passing, servable): **{report.recommended or 'none'}**.",
+        "",
+        "| target | verdict | version | size | vs fp32 | load | batch 1 | batch 32 | max abs err | top-1 | accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in report.artifacts:
+        verdict = "pass" if a.passed else f"FAIL: {a.reason}"
+        lines.append(
+            f"| {a.target} | {verdict} | {a.published_version or '–'} | {_kb(a.size_bytes)} | "
+            f"{_num(a.compression_vs_fp32, '.2f')} | {_ms(a.load_s)} | {_us(a.latency_b1_s)} | "
+            f"{_us(a.latency_b32_s)} | {_num(_worst(a, 'max_abs_error'), '.2g')} | "
+            f"{_num(_worst_top1(a), '.2%')} | {_num(a.accuracy, '.2%')} |"
+        )
+    lines += [
+        "",
+        "## Checks per output and batch",
+        "",
+        "| target | output | batch | max abs | max rel | within tol | NaN/Inf | top-1 | ties | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in report.artifacts:
+        for c in a.checks:
+            lines.append(
+                f"| {a.target} | {c.output} | {c.batch} | {c.max_abs_error:.2g} | {c.max_rel_error:.2g} | "
+                f"{'yes' if c.within_tolerance else 'no'} | {c.non_finite} | {_num(c.top1_agreement, '.2%')} | "
+                f"{c.top1_ties} | {'pass' if c.passed else c.reason} |"
+            )
+    tol = ", ".join(
+        f"{k}: atol {v.atol:g}, rtol {v.rtol:g}, top-1 ≥ {v.min_top1:.0%}" for k, v in report.tolerances.items()
+    )
+    lines += ["", f"Tolerances: {tol}. Latency: median of 50 single-threaded runs after 5 warm-ups.", ""]
+    return "\n".join(lines)
+
+
+def _tensors(tensors: list[dict[str, Any]]) -> str:
+    return ", ".join(f"`{t['name']}` {t['datatype']} {t['shape']}" for t in tensors) or "–"
+
+
+def _worst(artifact: ArtifactResult, key: str) -> float | None:
+    values = [getattr(c, key) for c in artifact.checks]
+    return max(values) if values else None
+
+
+def _worst_top1(artifact: ArtifactResult) -> float | None:
+    values = [c.top1_agreement for c in artifact.checks if c.top1_agreement is not None]
+    return min(values) if values else None
+
+
+def summary_line(artifact: ArtifactResult) -> str:
+    """One line for the terminal."""
+    status = "ok  " if artifact.passed else "FAIL"
+    where = f"-> version {artifact.published_version}" if artifact.published_version else "(not published)"
+    detail = f" : {artifact.reason}" if artifact.reason else ""
+    return f"  {status} {artifact.target:<12} {where}{detail}"
