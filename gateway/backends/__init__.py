@@ -12,7 +12,16 @@ from gateway.core.backend import BackendRegistry
 def default_registry() -> BackendRegistry:
     """The registry ``modelgate serve`` uses: every backend this build ships."""
     from gateway.backends.onnxruntime import OnnxRuntimeBackend
+    from gateway.backends.tensorflow import TensorFlowBackend
+    from gateway.backends.tflite import TFLiteBackend
+    from gateway.backends.tfserving import TFServingBackend
+    from gateway.backends.torchserve import TorchServeBackend, TorchServeFactory
 
     registry = BackendRegistry()
     registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)
+    registry.register(TFLiteBackend.name, TFLiteBackend)
+    registry.register(TensorFlowBackend.name, TensorFlowBackend)
+    registry.register(TFServingBackend.name, TFServingBackend)
+    # One managed TorchServe is shared by every torchserve version; it starts only when one loads.
+    registry.register(TorchServeBackend.name, TorchServeFactory())
     return registry

@@ -69,7 +69,7 @@ class ServerProcess:
         if self.proc.poll() is not None:
             raise RuntimeError(f"modelgate exited with {self.proc.returncode}:\n{self.log()}")
         if time.monotonic() > deadline:
-            self.proc.kill()
+            self.close()
             raise TimeoutError(f"modelgate did not become ready:\n{self.log()}")
 
     def _drain(self) -> None:
@@ -81,11 +81,15 @@ class ServerProcess:
         return self.start()
 
     def close(self) -> None:
-        """Kill the process if it still runs and release its pipe."""
+        """Stop the process (SIGTERM, so it stops its TorchServe and workers; SIGKILL if stuck)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
         self.proc.wait(10)
         self._drainer.join(10)
         assert self.proc.stderr is not None

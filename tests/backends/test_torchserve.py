@@ -1,0 +1,449 @@
+"""TorchServe backend end to end: a real TorchServe (Java 17) started by the gateway's supervisor.
+
+One TorchServe per test session (per xdist worker) is started in a tmp run directory and
+stopped by PID at teardown; each test registers its own model versions in it. The same
+digits MLP is served as ONNX (onnxruntime, version 1) and as TorchScript (torchserve,
+version 2), so answers can be compared request for request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from sklearn.datasets import load_digits
+
+from converters.numpy2onnx import Mlp, load_digits_split, to_onnx, train
+from gateway.backends.onnxruntime import OnnxRuntimeBackend
+from gateway.backends.torchserve import TorchServeFactory
+from gateway.backends.torchserve_managed import ManagedTorchServe
+from gateway.core.backend import BackendRegistry
+from gateway.core.dataplane import DataPlane
+from gateway.core.errors import BackendError, ConfigError, DeadlineExceeded, ModelNotReady
+from gateway.core.models import ModelManager
+from gateway.core.repository import ModelRepository
+from gateway.core.types import InferRequest, Tensor
+from gateway.metrics import Metrics
+from gateway.protocols.rest_v2 import V2RestApp
+from gateway.torchserve_cli import register
+
+pytestmark = [pytest.mark.anyio, pytest.mark.frameworks, pytest.mark.e2e]
+
+TENSORS = """\
+inputs:
+  - {name: pixels, datatype: FP32, shape: [-1, 64]}
+outputs:
+  - {name: probs, datatype: FP32, shape: [-1, 10]}
+"""
+TS_CONFIG = "backend: torchserve\n" + TENSORS
+
+
+# -- artifacts (built once per session) ------------------------------------------------------
+
+
+def _trace(module: object, example: tuple[object, ...], path: Path) -> Path:
+    import torch
+
+    assert isinstance(module, torch.nn.Module)
+    traced = torch.jit.trace(module.eval(), example)  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(path))
+    return path
+
+
+def _torch_mlp(mlp: Mlp) -> object:
+    """The numpy MLP's exact weights in torch: the TorchScript twin of the ONNX model."""
+    import torch
+
+    class DigitsMlp(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = torch.nn.Linear(64, 32)
+            self.out = torch.nn.Linear(32, 10)
+            with torch.no_grad():
+                self.hidden.weight.copy_(torch.from_numpy(mlp.w1.T.copy()))
+                self.hidden.bias.copy_(torch.from_numpy(mlp.b1))
+                self.out.weight.copy_(torch.from_numpy(mlp.w2.T.copy()))
+                self.out.bias.copy_(torch.from_numpy(mlp.b2))
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            hidden = torch.relu(self.hidden(pixels / 16.0))
+            return torch.softmax(self.out(hidden), dim=1)
+
+    return DigitsMlp()
+
+
+def _mixed_dtypes() -> object:
+    """Two inputs of different dtypes and ranks, two outputs: dtype and shape must survive."""
+    import torch
+
+    class Mixed(torch.nn.Module):
+        def forward(self, counts: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return counts * 3, grid.sum(dim=2)
+
+    return Mixed()
+
+
+def _reshaper() -> object:
+    """Fails inside the handler for inputs whose size is not a multiple of 5."""
+    import torch
+
+    class Reshaper(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1, 5)
+
+    return Reshaper()
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+
+    out = tmp_path_factory.mktemp("ts_artifacts")
+    x_train, y_train, _, _ = load_digits_split(0)
+    mlp = train(x_train, y_train, seed=0, epochs=5)
+    onnx.save(to_onnx(mlp), out / "digits.onnx")
+    return {
+        "onnx": out / "digits.onnx",
+        "digits": _trace(_torch_mlp(mlp), (torch.zeros(2, 64),), out / "digits.pt"),
+        "mixed": _trace(
+            _mixed_dtypes(), (torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 4, 2, dtype=torch.float64)),
+            out / "mixed.pt",
+        ),
+        "reshaper": _trace(_reshaper(), (torch.zeros(2, 5),), out / "reshaper.pt"),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedTorchServe]:
+    """One real TorchServe for the session; its lease keeps it up between tests; stopped by PID."""
+    managed = ManagedTorchServe(run_dir=tmp_path_factory.mktemp("torchserve_run"))
+    managed.acquire()
+    yield managed
+    managed.release()
+    assert not managed.process.alive()
+
+
+def write_repo(repo: Path, artifacts: dict[str, Path], timeout_seconds: float = 30.0, extra: str = "") -> Path:
+    """``digits``: v1 ONNX (onnxruntime) and v2 TorchScript (torchserve); plus ``mixed`` or ``reshaper`` if asked."""
+    digits = repo / "digits"
+    (digits / "1").mkdir(parents=True)
+    (digits / "2").mkdir()
+    (digits / "config.yaml").write_text(
+        f"version_policy: {{all: true}}\ntimeout_seconds: {timeout_seconds}\nmax_batch_size: 64\n{TENSORS}"
+    )
+    (digits / "1" / "config.yaml").write_text("backend: onnxruntime\n")
+    (digits / "1" / "model.onnx").write_bytes(artifacts["onnx"].read_bytes())
+    (digits / "2" / "config.yaml").write_text("backend: torchserve\n")
+    (digits / "2" / "model.pt").write_bytes(artifacts["digits"].read_bytes())
+    if extra == "mixed":
+        _write_ts_model(repo / "mixed", artifacts["mixed"], """\
+backend: torchserve
+inputs:
+  - {name: counts, datatype: INT64, shape: [-1, 3]}
+  - {name: grid, datatype: FP64, shape: [-1, 4, 2]}
+outputs:
+  - {name: tripled, datatype: INT64, shape: [-1, 3]}
+  - {name: row_sums, datatype: FP64, shape: [-1, 4]}
+""")  # fmt: skip
+    if extra == "reshaper":
+        _write_ts_model(repo / "reshaper", artifacts["reshaper"], """\
+backend: torchserve
+inputs: [{name: x, datatype: FP32, shape: [-1, -1]}]
+outputs: [{name: y, datatype: FP32, shape: [-1, 5]}]
+""")  # fmt: skip
+    return repo
+
+
+def test_package_command_writes_a_mar_with_the_handler(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    repo = write_repo(tmp_path / "repo", artifacts)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(sys_args(repo, tmp_path))
+    assert args.func(args) == 0
+    with zipfile.ZipFile(tmp_path / "digits_v2.mar") as mar:
+        names = set(mar.namelist())
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+    assert {"model.pt", "torchserve_handler.py", "torchserve_codec.py"} <= names
+    assert manifest["model"]["modelVersion"] == "2" and manifest["model"]["handler"] == "torchserve_handler.py"
+    with pytest.raises(ConfigError, match="no valid version 5"):
+        args.func(parser.parse_args([*sys_args(repo, tmp_path), "--version", "5"]))
+
+
+def sys_args(repo: Path, export: Path) -> list[str]:
+    return ["torchserve-package", "--model-repository", str(repo), "--model", "digits", "--export-path", str(export)]
+
+
+def _write_ts_model(path: Path, artifact: Path, config: str) -> None:
+    (path / "1").mkdir(parents=True)
+    (path / "config.yaml").write_text(config)
+    (path / "1" / "model.pt").write_bytes(artifact.read_bytes())
+
+
+@asynccontextmanager
+async def serving(repo: Path, torchserve: ManagedTorchServe) -> AsyncIterator[DataPlane]:
+    registry = BackendRegistry()
+    registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)
+    registry.register("torchserve", TorchServeFactory(torchserve))
+    manager = ModelManager(ModelRepository(repo), registry)
+    await manager.load_all()
+    try:
+        yield DataPlane(manager, Metrics())
+    finally:
+        await manager.unload_all()
+
+
+def digits_request(version: str, rows: int) -> InferRequest:
+    pixels = load_digits().data[:rows].astype(np.float32)
+    return InferRequest("digits", [Tensor("pixels", "FP32", pixels)], model_version=version)
+
+
+async def poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: str, state: object = None) -> None:
+    """Wait until ``condition`` holds, bounded by ``timeout`` (no fixed sleeps); ``state`` is shown on failure."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what} ({state})")
+        await asyncio.sleep(0.05)
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+async def test_torchserve_answers_like_onnxruntime(
+    tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
+) -> None:
+    async with serving(write_repo(tmp_path, artifacts), torchserve) as plane:
+        assert plane.model_ready("digits", "2"), plane.repository_index()
+        for rows in (1, 7, 64):
+            via_ort = (await plane.infer(digits_request("1", rows))).outputs[0].data
+            via_ts = (await plane.infer(digits_request("2", rows))).outputs[0].data
+            assert via_ts.dtype == np.float32 and via_ts.shape == (rows, 10)
+            np.testing.assert_allclose(via_ts, via_ort, atol=1e-5)
+
+
+async def test_dtype_and_shape_survive_the_round_trip(
+    tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
+) -> None:
+    counts = np.arange(21, dtype=np.int64).reshape(7, 3) - 10**12
+    grid = np.linspace(-1, 1, 56).reshape(7, 4, 2)
+    request = InferRequest("mixed", [Tensor("counts", "INT64", counts), Tensor("grid", "FP64", grid)])
+    async with serving(write_repo(tmp_path, artifacts, extra="mixed"), torchserve) as plane:
+        response = await plane.infer(request)
+    tripled, row_sums = (t.data for t in response.outputs)
+    assert tripled.dtype == np.int64 and tripled.shape == (7, 3)
+    np.testing.assert_array_equal(tripled, counts * 3)  # exact: no float round trip for int64
+    assert row_sums.dtype == np.float64 and row_sums.shape == (7, 4)
+    np.testing.assert_array_equal(row_sums, grid.sum(axis=2))
+
+
+async def test_handler_error_is_a_backend_error_not_unavailable(
+    tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
+) -> None:
+    bad = InferRequest("reshaper", [Tensor("x", "FP32", np.ones((1, 7), np.float32))])
+    good = InferRequest("reshaper", [Tensor("x", "FP32", np.ones((2, 5), np.float32))])
+    async with serving(write_repo(tmp_path, artifacts, extra="reshaper"), torchserve) as plane:
+        with pytest.raises(BackendError, match="reshape"):
+            await plane.infer(bad)
+        assert (await plane.infer(good)).outputs[0].data.shape == (2, 5)  # the worker survived
+
+
+async def test_external_torchserve_and_unregistered_model(
+    tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
+) -> None:
+    """External mode against the same TorchServe; a model removed behind our back is 503 not ready."""
+    async with serving(write_repo(tmp_path / "managed", artifacts), torchserve) as managed_plane:
+        ts_name = "digits_v2"
+        assert managed_plane.model_ready("digits", "2")
+        external = tmp_path / "external"
+        _write_ts_model(external / "ext", artifacts["digits"], TS_CONFIG + (
+            f"parameters: {{url: '{torchserve.inference_url}', management_url: '{torchserve.management_url}', "
+            f"model_name: {ts_name}}}\n"
+        ))  # fmt: skip
+        async with serving(external, torchserve) as plane:
+            pixels = load_digits().data[:3].astype(np.float32)
+            response = await plane.infer(InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
+            assert response.outputs[0].data.shape == (3, 10)
+            async with httpx.AsyncClient() as client:
+                deleted = await client.delete(f"{torchserve.management_url}/models/{ts_name}")
+            assert deleted.status_code == 200, deleted.text
+            with pytest.raises(ModelNotReady, match="does not serve"):
+                await plane.infer(InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
+
+
+async def test_sigstop_gives_504_at_the_deadline(
+    tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
+) -> None:
+    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=1.0), torchserve) as plane:
+        await plane.infer(digits_request("2", 2))  # warm connection
+        pid = torchserve.process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded, match="1 s"):
+                await plane.infer(digits_request("2", 2))
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert elapsed < 10.0  # answered at the deadline, not hung (generous bound, not a perf figure)
+
+        async def answers() -> bool:
+            try:
+                await plane.infer(digits_request("2", 2))
+            except DeadlineExceeded:
+                return False
+            return True
+
+        await poll(answers, 60.0, "TorchServe to answer again after SIGCONT")
+
+
+async def test_sigkill_under_load_gives_only_200_503_504_and_recovers(
+    tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
+) -> None:
+    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=5.0), torchserve) as plane:
+        app = V2RestApp(plane, plane.metrics, max_body_bytes=1 << 20)
+        body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2, 64],
+                            "data": load_digits().data[:2].ravel().tolist()}]}  # fmt: skip
+        statuses: Counter[int] = Counter()
+        sent = 0
+        stop = asyncio.Event()
+        transport = httpx.ASGITransport(app=app)
+
+        async def client_loop() -> None:
+            nonlocal sent
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30.0) as client:
+                while not stop.is_set():
+                    sent += 1
+                    response = await client.post("/v2/models/digits/versions/2/infer", json=body)
+                    statuses[response.status_code] += 1
+                    await asyncio.sleep(0)  # fast in-process answers must not starve the other tasks
+
+        async def model_ready(expected: bool) -> bool:
+            await plane.manager.check_health()
+            return plane.model_ready("digits", "2") is expected
+
+        loaders = [asyncio.create_task(client_loop()) for _ in range(8)]
+        await poll(lambda: _at_least(statuses, 200, 20), 60.0, "load to reach TorchServe", statuses)
+        pid = torchserve.process.pid
+        assert pid is not None
+        restarts_before = torchserve.restarts
+        os.kill(pid, signal.SIGKILL)
+        await poll(lambda: model_ready(False), 30.0, "readiness to flip to not ready", statuses)
+        await poll(lambda: model_ready(True), 180.0, "TorchServe restart and readiness recovery", statuses)
+        assert torchserve.process.pid != pid and torchserve.restarts == restarts_before + 1
+        ok_before = statuses[200]
+        await poll(lambda: _at_least(statuses, 200, ok_before + 10), 60.0, "requests to succeed again", statuses)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*loaders), 60.0)
+
+    assert set(statuses) <= {200, 503, 504}, statuses
+    assert sum(statuses.values()) == sent  # none lost: every request got an answer
+    assert statuses[503] + statuses[504] > 0, statuses  # the kill was seen by clients
+
+
+async def _at_least(statuses: Counter[int], status: int, count: int) -> bool:
+    return statuses[status] >= count
+
+
+GATEWAY_CHILD = """\
+import asyncio, signal, sys
+from pathlib import Path
+from gateway.backends.onnxruntime import OnnxRuntimeBackend
+from gateway.backends.torchserve import TorchServeFactory
+from gateway.backends.torchserve_managed import ManagedTorchServe
+from gateway.core.backend import BackendRegistry
+from gateway.server import Gateway
+from gateway.settings import Settings
+
+repo, run_dir, http, grpc, metrics = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+registry = BackendRegistry()
+registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)
+registry.register("torchserve", TorchServeFactory(ManagedTorchServe(run_dir=Path(run_dir))))
+gateway = Gateway(Settings(model_repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                           health_check_seconds=0.5), registry)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, gateway.stop)
+    await gateway.run()
+
+asyncio.run(main())
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (TorchServe's Java and workers name the run dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_gateway_process_serves_torchserve_and_sigterm_stops_it(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    """A real gateway process: serves v2 through its managed TorchServe; SIGTERM leaves nothing running."""
+    repo = write_repo(tmp_path / "repo", artifacts)
+    run_dir = tmp_path / "ts_run"
+    http, grpc, metrics = _free_ports(3)
+    base = f"http://127.0.0.1:{http}"
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as sink:
+        child = subprocess.Popen(
+            [sys.executable, "-c", GATEWAY_CHILD, str(repo), str(run_dir), str(http), str(grpc), str(metrics)],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(f"{base}/v2/models/digits/versions/2/ready"):
+            assert child.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "gateway with TorchServe did not become ready in 180 s"
+            time.sleep(0.2)  # polling interval, bounded by the deadline
+        x = load_digits().data[:3]
+        body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [3, 64], "data": x.ravel().tolist()}]}
+        answers = [httpx.post(f"{base}/v2/models/digits/versions/{v}/infer", json=body, timeout=30) for v in "12"]
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        ort, ts = (np.asarray(a.json()["outputs"][0]["data"], np.float32) for a in answers)
+        np.testing.assert_allclose(ts, ort, atol=1e-5)
+        assert _processes_mentioning(str(run_dir))  # TorchServe runs under the gateway
+    finally:
+        child.send_signal(signal.SIGTERM)
+        code = child.wait(120)
+    assert code == 0, log.read_text()[-3000:]
+    assert _processes_mentioning(str(run_dir)) == []  # Java and its workers were stopped
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
