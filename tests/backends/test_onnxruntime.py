@@ -54,9 +54,7 @@ async def test_signature_from_graph_and_bytes_round_trip(tmp_path: Path) -> None
 
 async def test_config_naming_a_tensor_the_graph_lacks(tmp_path: Path) -> None:
     write_identity_model(tmp_path / "1" / "model.onnx")
-    backend = OnnxRuntimeBackend(
-        source(tmp_path, inputs=[{"name": "nope", "datatype": "FP32", "shape": [-1, -1]}])
-    )
+    backend = OnnxRuntimeBackend(source(tmp_path, inputs=[{"name": "nope", "datatype": "FP32", "shape": [-1, -1]}]))
     with pytest.raises(ConfigError, match="config inputs names 'nope' but the artifact has"):
         await backend.load()
 
