@@ -9,7 +9,6 @@ Everything else goes through a small Starlette router. Both map errors through
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, InvalidInput
 from gateway.core.types import InferRequest
-from gateway.metrics import Metrics, outcome_of
+from gateway.metrics import Metrics
 from gateway.protocols.asgi import Receive, Scope, Send, header, read_body, respond
 from gateway.protocols.openapi import openapi_document
 from gateway.protocols.rest_codec import (
@@ -34,6 +33,7 @@ from gateway.protocols.rest_codec import (
     parse_json,
 )
 from gateway.protocols.rest_errors import error_body, error_headers, error_status
+from gateway.protocols.rest_request import RequestLabels, measured
 
 log = logging.getLogger(__name__)
 PROTOCOL = "rest"
@@ -72,7 +72,6 @@ class V2RestApp:
         self.dataplane = dataplane
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self._inflight = metrics.inflight.labels(PROTOCOL)
         self.router = Starlette(
             routes=[*self._routes(), *extra_routes],
             exception_handlers={
@@ -93,35 +92,22 @@ class V2RestApp:
     # -- the hot path -------------------------------------------------------------------
 
     async def infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
-        """Serve one V2 infer request (raw ASGI: read, decode, infer, encode, record)."""
-        started = time.perf_counter()
-        self._inflight.inc()
-        status, served_version, server_error = 200, version or "", False
-        try:
+        """Serve one V2 infer request (raw ASGI: read, decode, infer, encode; measured)."""
+        labels = RequestLabels(model, version or "")
+
+        async def handle() -> None:
             body = await read_body(scope, receive, self.max_body_bytes)
             request = self._decode(scope, body, model, version)
             response = await self.dataplane.infer(request)
-            served_version = response.model_version
+            labels.version = response.model_version
             payload, header_length = encode_response(response, request)
             if header_length is None:
                 await respond(send, 200, payload)
             else:
                 extra = [(HEADER_LENGTH.encode(), str(header_length).encode())]
                 await respond(send, 200, payload, b"application/octet-stream", extra)
-        except GatewayError as exc:
-            status = error_status(exc)
-            server_error = not exc.is_client_error
-            await respond(send, status, error_body(exc.message), extra=error_headers(exc))
-        except Exception:
-            log.exception("unexpected error serving %s", scope["path"])
-            status, server_error = 500, True
-            await respond(send, 500, error_body("internal error (see the gateway log)"))
-        finally:
-            self._inflight.dec()
-            outcome = outcome_of(status >= 400, server_error)
-            self.metrics.observe_request(
-                model, served_version, PROTOCOL, str(status), outcome, time.perf_counter() - started
-            )
+
+        await measured(scope, send, self.metrics, PROTOCOL, labels, handle)
 
     def _decode(self, scope: Scope, body: bytes, model: str, version: str | None) -> InferRequest:
         raw_length = header(scope, HEADER_LENGTH.encode())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -25,9 +24,9 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, Unsupported
 from gateway.core.types import InferRequest
-from gateway.metrics import Metrics, outcome_of
+from gateway.metrics import Metrics
 from gateway.protocols.asgi import Receive, Scope, Send, read_body, respond
-from gateway.protocols.rest_errors import error_body, error_headers, error_status
+from gateway.protocols.rest_request import RequestLabels, measured
 from gateway.protocols.rest_v2 import gateway_error_response, json_response
 from gateway.protocols.tfs_codec import decode_predict, encode_predict, parse_predict_body
 from gateway.protocols.tfs_servables import (
@@ -80,7 +79,6 @@ class TFServingRest:
         self.dataplane = dataplane
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
-        self._inflight = metrics.inflight.labels(PROTOCOL)
 
     async def dispatch(self, target: Target, scope: Scope, receive: Receive, send: Send) -> None:
         if target.action == "predict":
@@ -101,33 +99,20 @@ class TFServingRest:
         raise Unsupported(f":{target.action} is not supported by this gateway; use :predict")
 
     async def predict(self, ref: ServableRef, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ``:predict`` (raw ASGI: read, resolve, decode, infer, encode, record)."""
-        started = time.perf_counter()
-        self._inflight.inc()
-        status, version, server_error = 200, "", False
-        try:
+        """Serve one ``:predict`` (raw ASGI: read, resolve, decode, infer, encode; measured)."""
+        labels = RequestLabels(ref.name)
+
+        async def handle() -> None:
             body = await read_body(scope, receive, self.max_body_bytes)
             served = resolve(self.dataplane.manager, ref)
-            version = str(served.version)
-            specs = self.dataplane.model_metadata(served.model, version).inputs
+            labels.version = str(served.version)
+            specs = self.dataplane.model_metadata(served.model, labels.version).inputs
             inputs, fmt = decode_predict(parse_predict_body(body), specs)
-            response = await self.dataplane.infer_version(
-                served, InferRequest(served.model, inputs, model_version=version)
-            )
+            request = InferRequest(served.model, inputs, model_version=labels.version)
+            response = await self.dataplane.infer_version(served, request)
             await respond(send, 200, encode_predict(response.outputs, fmt))
-        except GatewayError as exc:
-            status, server_error = error_status(exc), not exc.is_client_error
-            await respond(send, status, error_body(exc.message), extra=error_headers(exc))
-        except Exception:
-            log.exception("unexpected error serving %s", scope["path"])
-            status, server_error = 500, True
-            await respond(send, 500, error_body("internal error (see the gateway log)"))
-        finally:
-            self._inflight.dec()
-            outcome = outcome_of(status >= 400, server_error)
-            self.metrics.observe_request(
-                ref.name, version, PROTOCOL, str(status), outcome, time.perf_counter() - started
-            )
+
+        await measured(scope, send, self.metrics, PROTOCOL, labels, handle)
 
 
 class TFServingRoute(BaseRoute):

@@ -1,0 +1,55 @@
+"""The envelope every measured REST request shares (V2 ``/infer``, TF Serving ``:predict``).
+
+It counts the request in flight, turns a :class:`GatewayError` into its JSON error response
+(anything else into a generic 500 with the traceback logged, never sent), and records the
+request's status, outcome and duration once. The protocol-specific handler only reads,
+decodes, infers and sends its 200.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.core.errors import GatewayError
+from gateway.metrics import Metrics, outcome_of
+from gateway.protocols.asgi import Scope, Send, respond
+from gateway.protocols.rest_errors import error_body, error_headers, error_status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RequestLabels:
+    """Metric labels of one request; the handler fills in the version once it is resolved."""
+
+    model: str
+    version: str = ""
+
+
+async def measured(
+    scope: Scope, send: Send, metrics: Metrics, protocol: str, labels: RequestLabels,
+    handler: Callable[[], Awaitable[None]],
+) -> None:  # fmt: skip
+    """Run ``handler`` (which sends the success response) inside the shared envelope."""
+    started = time.perf_counter()
+    inflight = metrics.inflight.labels(protocol)
+    inflight.inc()
+    status, server_error = 200, False
+    try:
+        await handler()
+    except GatewayError as exc:
+        status, server_error = error_status(exc), not exc.is_client_error
+        await respond(send, status, error_body(exc.message), extra=error_headers(exc))
+    except Exception:
+        log.exception("unexpected error serving %s", scope["path"])
+        status, server_error = 500, True
+        await respond(send, 500, error_body("internal error (see the gateway log)"))
+    finally:
+        inflight.dec()
+        metrics.observe_request(
+            labels.model, labels.version, protocol, str(status), outcome_of(status >= 400, server_error),
+            time.perf_counter() - started,
+        )  # fmt: skip
