@@ -74,6 +74,18 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.retries = Counter(
+            "modelgate_backend_retries", "Backend calls tried again after a failure that is safe to retry.",
+            ["backend", "endpoint"], registry=r,
+        )  # fmt: skip
+        self.circuit_open = Gauge(
+            "modelgate_backend_circuit_open", "1 while the circuit breaker of a backend endpoint is open.",
+            ["backend", "endpoint"], registry=r,
+        )  # fmt: skip
+        self.backend_up = Gauge(
+            "modelgate_backend_up", "1 while a model version's backend is loaded and passes its health checks.",
+            ["model", "version", "backend"], registry=r,
+        )  # fmt: skip
         build = Gauge("modelgate_build_info", "Build information.", ["version", "python"], registry=r)
         build.labels(__version__, platform.python_version()).set(1)
 
@@ -82,6 +94,14 @@ class Metrics:
         self._known = set(names)
         self._versions = {m: set(v) for m, v in versions.items()} if versions is not None else None
         self._request_children.clear()
+
+    def retry(self, backend: str, endpoint: str) -> None:
+        """:class:`gateway.core.backend.BackendEvents`: count a retry."""
+        self.retries.labels(backend, endpoint).inc()
+
+    def breaker_state(self, backend: str, endpoint: str, is_open: bool) -> None:
+        """:class:`gateway.core.backend.BackendEvents`: export the breaker's state."""
+        self.circuit_open.labels(backend, endpoint).set(1 if is_open else 0)
 
     def observe_backend(self, model: str, version: int, backend: str, seconds: float) -> None:
         key = (model, version, backend)

@@ -53,7 +53,7 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.manager = ModelManager(
-            ModelRepository(settings.model_repository), registry or default_registry(), self._on_state
+            ModelRepository(settings.model_repository), registry or default_registry(), self._on_state, self.metrics
         )
         self.dataplane = DataPlane(self.manager, self.metrics)
         self._stop = asyncio.Event()
@@ -132,6 +132,9 @@ class Gateway:
 
     def _on_state(self, served: ServedVersion) -> None:
         self.metrics.set_model_state(served.model, served.version, served.state.value, _STATES)
+        if served.config is not None and served.config.backend is not None:
+            up = 1 if served.ready else 0
+            self.metrics.backend_up.labels(served.model, str(served.version), served.config.backend).set(up)
         if served.gate is not None:
             gate = served.gate
             self.metrics.queue_depth.labels(served.model, str(served.version)).set_function(lambda: gate.depth)

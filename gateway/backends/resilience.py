@@ -69,8 +69,12 @@ async def retry(
     retryable: Callable[[BaseException], bool],
     deadline: Deadline,
     rng: random.Random | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> T:
-    """Run ``call``; on a retryable error, back off and try again while attempts and time remain."""
+    """Run ``call``; on a retryable error, back off and try again while attempts and time remain.
+
+    ``on_retry`` is called once before each new attempt (the gateway counts retries with it).
+    """
     rng = rng or random.Random()
     attempt = 1
     while True:
@@ -82,6 +86,8 @@ async def retry(
             delay = policy.backoff(attempt, rng)
             if delay >= deadline.remaining():
                 raise
+        if on_retry is not None:
+            on_retry()
         await asyncio.sleep(delay)
         attempt += 1
 
@@ -111,6 +117,15 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def add_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` when the breaker opens and ``listener(False)`` when it closes."""
+        self._listeners.append(listener)
+
+    def _notify(self, is_open: bool) -> None:
+        for listener in self._listeners:
+            listener(is_open)
 
     @property
     def state(self) -> BreakerState:
@@ -135,15 +150,21 @@ class CircuitBreaker:
         )
 
     def record_success(self) -> None:
+        was_open = self._opened_at is not None
         self._failures = 0
         self._opened_at = None
         self._probing = False
+        if was_open:
+            self._notify(False)
 
     def record_failure(self) -> None:
         self._failures += 1
+        was_open = self._opened_at is not None
         if self._probing or self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
         self._probing = False
+        if self._opened_at is not None and not was_open:
+            self._notify(True)
 
     def release_probe(self) -> None:
         """The probe ended with no verdict on the endpoint (cancelled): let another probe go."""

@@ -99,6 +99,9 @@ class TFServingBackend(Backend):
         self._transport: _Transport | None = None
 
     async def load_impl(self) -> Signature:
+        self._breaker.add_listener(
+            lambda is_open: self.events.breaker_state(self.name, self._breaker.endpoint, is_open)
+        )
         transport: _Transport = _GrpcTransport(self) if self.params.protocol == "grpc" else _RestTransport(self)
         try:
             config = self.source.config
@@ -127,6 +130,7 @@ class TFServingBackend(Backend):
             self._retry,
             _safe_to_retry,
             deadline,
+            on_retry=lambda: self.events.retry(self.name, self._breaker.endpoint),
         )
 
     async def health_impl(self) -> bool:

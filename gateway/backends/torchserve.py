@@ -152,6 +152,7 @@ class TorchServeBackend(Backend):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def load_impl(self) -> Signature:
+        self.breaker.add_listener(lambda is_open: self.events.breaker_state(self.name, self.breaker.endpoint, is_open))
         signature = declared_signature(self.source.name, self.source.config)
         bytes_tensors = [t.name for t in [*signature.inputs, *signature.outputs] if t.datatype == "BYTES"]
         if bytes_tensors:
@@ -223,6 +224,7 @@ class TorchServeBackend(Backend):
             _safe_to_retry,
             deadline,
             self._rng,
+            on_retry=lambda: self.events.retry(self.name, self.breaker.endpoint),
         )
         try:
             arrays = decode(payload)

@@ -12,6 +12,7 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -35,6 +36,27 @@ class ModelVersionSource:
         return self.version_dir / (self.config.artifact or default)
 
 
+class BackendEvents(Protocol):
+    """What remote backends report about their calls (the gateway's metrics implement it)."""
+
+    def retry(self, backend: str, endpoint: str) -> None:
+        """A failed call to ``endpoint`` is being tried again."""
+
+    def breaker_state(self, backend: str, endpoint: str, is_open: bool) -> None:
+        """The circuit breaker for ``endpoint`` opened (``True``) or closed again."""
+
+
+class _NoEvents:
+    def retry(self, backend: str, endpoint: str) -> None:
+        return None
+
+    def breaker_state(self, backend: str, endpoint: str, is_open: bool) -> None:
+        return None
+
+
+NO_EVENTS: BackendEvents = _NoEvents()
+
+
 class Backend(abc.ABC):
     """Serves one model version.
 
@@ -48,6 +70,8 @@ class Backend(abc.ABC):
     def __init__(self, source: ModelVersionSource) -> None:
         self.source = source
         self._signature: Signature | None = None
+        #: Where retries and breaker changes are reported; the model manager sets it.
+        self.events: BackendEvents = NO_EVENTS
 
     @property
     def signature(self) -> Signature:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.backend import Backend, BackendRegistry
+from gateway.core.backend import NO_EVENTS, Backend, BackendEvents, BackendRegistry
 from gateway.core.batching import DynamicBatcher, InferFn
 from gateway.core.config import ModelConfig
 from gateway.core.errors import ConfigError, GatewayError, ModelNotFound, ModelNotReady
@@ -88,11 +88,16 @@ class ModelManager:
     """Owns every backend instance; the data plane asks it which version serves a request."""
 
     def __init__(
-        self, repository: ModelRepository, registry: BackendRegistry, listener: StateListener | None = None
+        self,
+        repository: ModelRepository,
+        registry: BackendRegistry,
+        listener: StateListener | None = None,
+        events: BackendEvents = NO_EVENTS,
     ) -> None:
         self.repository = repository
         self.registry = registry
         self._listener = listener
+        self._events = events
         self._models: dict[str, ServedModel] = {}
         self.loaded = False
 
@@ -195,6 +200,7 @@ class ModelManager:
             else:
                 try:
                     served.backend = self.registry.create(item.source)
+                    served.backend.events = self._events
                 except ConfigError as exc:
                     self._set(served, VersionState.UNAVAILABLE, self.repository.relative(str(exc)))
             model.versions[item.version] = served

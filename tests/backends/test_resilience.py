@@ -169,3 +169,24 @@ async def test_cancelled_probe_lets_another_probe_through() -> None:
 def test_breaker_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="failure_threshold"):
         CircuitBreaker("x", failure_threshold=0)
+
+
+async def test_on_retry_is_called_once_per_new_attempt() -> None:
+    retries: list[int] = []
+    call = Flaky(2, BackendUnavailable("refused"))
+    await retry(call, FAST, is_unavailable, Deadline.after(10.0), on_retry=lambda: retries.append(call.calls))
+    assert retries == [1, 2]
+
+
+async def test_breaker_listeners_hear_open_and_close() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker("http://ts", failure_threshold=2, cooldown=1.0, clock=clock)
+    heard: list[bool] = []
+    breaker.add_listener(heard.append)
+    down = Flaky(2, BackendUnavailable("refused"))
+    for _ in range(2):
+        with pytest.raises(BackendUnavailable):
+            await breaker.call(down, is_unavailable)
+    clock.now += 1.0
+    assert await breaker.call(down, is_unavailable) == 3
+    assert heard == [True, False]

@@ -11,6 +11,7 @@ from gateway.core.models import ModelManager, VersionState
 from gateway.core.repository import ModelRepository
 from gateway.core.signature import declared_signature
 from gateway.core.types import Signature
+from gateway.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
@@ -24,6 +25,7 @@ class FileHealthBackend(Backend):
         return declared_signature(self.source.name, self.source.config)
 
     async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        self.events.retry("file", "local")  # as a remote backend reports a retried call
         return {name: inputs["x"] for name in outputs}
 
     async def health_impl(self) -> bool:
@@ -64,3 +66,27 @@ async def test_unknown_backend_is_unavailable_not_fatal(tmp_path: Path) -> None:
     await manager.load_all()
     (row,) = manager.index()
     assert row["state"] == "UNAVAILABLE" and "backend 'onnxruntime' is not available" in row["reason"]
+
+
+async def test_backend_events_reach_the_metrics(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "config.yaml").write_text(CONFIG)
+    registry = BackendRegistry()
+    registry.register("onnxruntime", FileHealthBackend)
+    metrics = Metrics()
+    manager = ModelManager(ModelRepository(tmp_path), registry, events=metrics)
+    await manager.load_all()
+    backend = manager.resolve("m", None).backend
+    assert backend is not None
+    await backend.infer({"x": np.zeros(2, np.float32)}, ["y"])
+    assert (
+        metrics.registry.get_sample_value("modelgate_backend_retries_total", {"backend": "file", "endpoint": "local"})
+        == 1
+    )
+    metrics.breaker_state("torchserve", "http://ts", True)
+    assert (
+        metrics.registry.get_sample_value(
+            "modelgate_backend_circuit_open", {"backend": "torchserve", "endpoint": "http://ts"}
+        )
+        == 1
+    )
