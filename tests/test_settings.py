@@ -1,3 +1,7 @@
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,14 +10,17 @@ from gateway.core.errors import ConfigError
 from gateway.settings import load_settings
 
 
-def test_precedence_flags_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text("http_port: 9000\ngrpc_port: 9001\nmetrics_port: 9002\n")
-    monkeypatch.setenv("MODELGATE_GRPC_PORT", "9101")
-    monkeypatch.setenv("MODELGATE_METRICS_PORT", "9102")
-    settings = load_settings(config, metrics_port=9202, host=None)
-    assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (9000, 9101, 9202)
-    assert settings.host == "127.0.0.1"
+    script = (
+        "import json, sys; from pathlib import Path; from gateway.settings import load_settings; "
+        "s = load_settings(Path(sys.argv[1]), metrics_port=9202, host=None); "
+        "print(json.dumps([s.http_port, s.grpc_port, s.metrics_port, s.host]))"
+    )
+    env = {**os.environ, "MODELGATE_GRPC_PORT": "9101", "MODELGATE_METRICS_PORT": "9102"}
+    out = subprocess.run([sys.executable, "-c", script, str(config)], env=env, capture_output=True, text=True)
+    assert json.loads(out.stdout) == [9000, 9101, 9202, "127.0.0.1"], out.stderr
 
 
 def test_defaults() -> None:
