@@ -220,7 +220,8 @@ class ModelManager:
         log.info("model %s version %d is ready (%s)", served.model, served.version, served.config.backend)
 
     async def _unload(self, served: ServedVersion) -> None:
-        if served.backend is not None and served.state is VersionState.READY:
+        # Unhealthy versions are loaded too: they hold processes (a TorchServe, a worker) to stop.
+        if served.backend is not None and (served.ready or served.unhealthy):
             try:
                 await served.backend.unload()
             except (GatewayError, OSError, RuntimeError) as exc:

@@ -59,6 +59,21 @@ async def test_health_checks_flip_readiness_both_ways(tmp_path: Path) -> None:
     assert seen == ["READY", "UNAVAILABLE", "READY"]
 
 
+async def test_unhealthy_versions_are_unloaded_at_shutdown(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "config.yaml").write_text(CONFIG)
+    registry = BackendRegistry()
+    registry.register("onnxruntime", FileHealthBackend)
+    manager = ModelManager(ModelRepository(tmp_path), registry)
+    await manager.load_all()
+    await manager.check_health()  # no "healthy" file: the loaded version turns unhealthy
+    backend = manager.resolve("m", None).backend
+    assert backend is not None and not await backend.health()
+    await manager.unload_all()
+    with pytest.raises(RuntimeError, match="is not loaded"):
+        _ = backend.signature  # unload() ran: the backend released what it held
+
+
 async def test_unknown_backend_is_unavailable_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "m" / "1").mkdir(parents=True)
     (tmp_path / "m" / "config.yaml").write_text(CONFIG)
