@@ -37,11 +37,11 @@ serve: models
 	$(VENV)/bin/modelgate serve --model-repository $(REPO) --host $(HOST)
 
 test: models
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 # Core, protocol and end-to-end tests without TensorFlow/torch (seconds, not minutes).
 test-quick: install
-	$(PY) -m pytest -n 2 -m "not frameworks" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope -m "not frameworks" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
