@@ -128,55 +128,22 @@ def test_malformed_input_spec(
     assert_nothing_written(repo)
 
 
-def test_bad_tolerance(capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path) -> None:
-    code, err = convert(
-        capsys,
-        str(keras_like(tmp_path / "m.keras")),
-        "--name",
-        "m",
-        "--to",
-        "onnx",
-        "--tolerance",
-        "fp16=lots",
-        "--model-repository",
-        str(repo),
-    )
+@pytest.mark.parametrize(
+    ("name", "extra", "needle"),
+    [
+        ("m", ["--tolerance", "fp16=lots"], "--tolerance 'fp16=lots'"),
+        ("../evil", [], "--name '../evil'"),
+        ("m", ["--samples", "{tmp}/x.npy"], "--samples {tmp}/x.npy: no such file"),
+    ],
+)
+def test_bad_option_is_exit_2_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path, name: str, extra: list[str], needle: str
+) -> None:
+    model = str(keras_like(tmp_path / "m.keras"))
+    options = [arg.format(tmp=tmp_path) for arg in extra]
+    code, err = convert(capsys, model, "--name", name, "--to", "onnx", *options, "--model-repository", str(repo))
     assert code == 2
-    assert "--tolerance 'fp16=lots'" in err
-    assert_nothing_written(repo)
-
-
-def test_bad_model_name(capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path) -> None:
-    code, err = convert(
-        capsys,
-        str(keras_like(tmp_path / "m.keras")),
-        "--name",
-        "../evil",
-        "--to",
-        "onnx",
-        "--model-repository",
-        str(repo),
-    )
-    assert code == 2
-    assert "--name '../evil'" in err
-    assert_nothing_written(repo)
-
-
-def test_missing_samples_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, repo: Path) -> None:
-    code, err = convert(
-        capsys,
-        str(keras_like(tmp_path / "m.keras")),
-        "--name",
-        "m",
-        "--to",
-        "onnx",
-        "--samples",
-        str(tmp_path / "x.npy"),
-        "--model-repository",
-        str(repo),
-    )
-    assert code == 2
-    assert f"--samples {tmp_path / 'x.npy'}: no such file" in err
+    assert needle.format(tmp=tmp_path) in err
     assert_nothing_written(repo)
 
 
