@@ -18,13 +18,11 @@ Needs wrk (Debian package ``wrk``), Java 17, torchserve and torch.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -71,7 +69,7 @@ def serve(repo: Path, run_dir: Path, http_port: int, grpc_port: int, metrics_por
     from gateway.backends.torchserve import TorchServeFactory
     from gateway.backends.torchserve_managed import ManagedTorchServe
     from gateway.core.backend import BackendRegistry
-    from gateway.server import Gateway
+    from gateway.server import Gateway, run_until_signal
     from gateway.settings import Settings
 
     registry = BackendRegistry()
@@ -81,18 +79,7 @@ def serve(repo: Path, run_dir: Path, http_port: int, grpc_port: int, metrics_por
         model_repository=repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
         log_level="warning",
     )  # fmt: skip
-    gateway = Gateway(settings, registry)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, gateway.stop)
-        await gateway.run()
-
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    run_until_signal(Gateway(settings, registry))
     return 0
 
 

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -67,7 +66,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.server import Gateway
+    from gateway.server import Gateway, run_until_signal
     from gateway.settings import load_settings
 
     settings = load_settings(
@@ -82,18 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
     _configure_logging(settings.log_level)
     if not settings.model_repository.is_dir():
         raise ConfigError(f"model repository {settings.model_repository} does not exist or is not a directory")
-    gateway = Gateway(settings)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, gateway.stop)
-        await gateway.run()
-
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    run_until_signal(Gateway(settings))
     return 0
 
 

@@ -140,6 +140,22 @@ class Gateway:
             self.metrics.queue_depth.labels(served.model, str(served.version)).set_function(lambda: gate.depth)
 
 
+def run_until_signal(gateway: Gateway) -> None:
+    """Serve on a uvloop event loop until SIGTERM or SIGINT, then drain and return."""
+    import signal
+
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, gateway.stop)
+        await gateway.run()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

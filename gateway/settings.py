@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -18,7 +17,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from gateway.core.config import format_validation_error
+from gateway.core.config import format_validation_error, read_yaml_mapping
 from gateway.core.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -72,21 +71,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     given = {k: v for k, v in overrides.items() if v is not None}
     cls: type[Settings] = Settings
     if config_file is not None:
-        _check_yaml(config_file)
+        read_yaml_mapping(config_file, empty_ok=True)  # a clear error before pydantic-settings reads it
         cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": config_file}})
     try:
         return cls(**given)
     except ValidationError as exc:
         where = f"{config_file} / " if config_file else ""
         raise ConfigError(f"invalid settings ({where}MODELGATE_* / flags): {format_validation_error(exc)}") from None
-
-
-def _check_yaml(path: Path) -> None:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")

@@ -170,7 +170,7 @@ class ModelConfig(VersionConfig):
 
 def load_model_config(path: Path) -> ModelConfig:
     """Parse and validate a model-level config.yaml, raising :class:`ConfigError` naming file and field."""
-    raw = _read_yaml(path)
+    raw = read_yaml_mapping(path)
     try:
         return ModelConfig.model_validate(raw)
     except ValidationError as exc:
@@ -182,7 +182,7 @@ def load_version_config(model: ModelConfig, path: Path) -> ModelConfig:
     if not path.exists():
         merged = model
     else:
-        raw = _read_yaml(path)
+        raw = read_yaml_mapping(path)
         try:
             override = VersionConfig.model_validate(raw)
         except ValidationError as exc:
@@ -197,13 +197,17 @@ def load_version_config(model: ModelConfig, path: Path) -> ModelConfig:
     return merged
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, *, empty_ok: bool = False) -> dict[str, Any]:
+    """A YAML file's top-level mapping, or :class:`ConfigError` naming the file (an empty file is
+    ``{}`` when ``empty_ok``)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None and empty_ok:
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw
