@@ -30,8 +30,8 @@ $(STAMP): pyproject.toml constraints.txt
 # Builds the demo models into model_repo/ if they are missing (never overwrites a version): the numpy MLP,
 # then the Keras and PyTorch CNNs converted to every format, verified and published (a few minutes, once).
 models: install
-	$(PY) -m converters.numpy2onnx --model-repository $(REPO)
-	$(PY) -m converters.demo --model-repository $(REPO)
+	$(PY) -m demo.mlp --model-repository $(REPO)
+	$(PY) -m demo.cnn --model-repository $(REPO)
 
 serve: models
 	$(VENV)/bin/modelgate serve --model-repository $(REPO) --host $(HOST)

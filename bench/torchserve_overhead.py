@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from gateway.backends.torchserve_codec import decode, encode
+from gateway.backends.torchserve.frames import decode, encode
 
 MODEL = "digits_ts"
 CONFIG = """\
@@ -66,8 +66,8 @@ class Point:
 def serve(repo: Path, run_dir: Path, http_port: int, grpc_port: int, metrics_port: int) -> int:
     """Run the gateway with ONNX Runtime and TorchServe backends until SIGTERM (child process)."""
     from gateway.backends.onnxruntime import OnnxRuntimeBackend
-    from gateway.backends.torchserve import TorchServeFactory
-    from gateway.backends.torchserve_managed import ManagedTorchServe
+    from gateway.backends.torchserve.backend import TorchServeFactory
+    from gateway.backends.torchserve.managed import ManagedTorchServe
     from gateway.core.backend import BackendRegistry
     from gateway.server import Gateway, run_until_signal
     from gateway.settings import Settings
@@ -90,7 +90,8 @@ def build_repo(repo: Path) -> None:
     """The digits MLP (trained on load_digits with numpy) traced to TorchScript."""
     import torch
 
-    from converters.numpy2onnx import load_digits_split, train
+    from demo.digits import load_digits_split
+    from demo.mlp import train
 
     x, y, _, _ = load_digits_split(0)
     mlp = train(x, y, seed=0, epochs=5)

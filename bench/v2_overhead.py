@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import psutil
 
-from converters.numpy2onnx import CONFIG_YAML, build
+from demo.mlp import CONFIG_YAML, build
 from gateway.protos import open_inference_grpc_pb2 as pb
 
 CONCURRENCY = (8, 32)

@@ -24,7 +24,7 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.models import ModelManager, ServedVersion, VersionState
 from gateway.core.repository import ModelRepository
 from gateway.metrics import Metrics
-from gateway.protocols.rest_v2 import V2RestApp
+from gateway.protocols.v2.rest_api import V2RestApp
 from gateway.settings import Settings
 
 log = logging.getLogger("modelgate")
@@ -65,9 +65,9 @@ class Gateway:
         self._stop.set()
 
     async def run(self) -> None:
-        from gateway.protocols.grpc_v2 import add_grpc_services, grpc_server_options
-        from gateway.protocols.tfs_grpc import add_tfs_grpc_services
-        from gateway.protocols.tfs_rest import tfs_routes
+        from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
+        from gateway.protocols.tfserving.rest_api import tfs_routes
+        from gateway.protocols.v2.grpc_api import add_grpc_services, grpc_server_options
 
         s = self.settings
         http_sock = _bind(s.host, s.http_port)

@@ -64,10 +64,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 def reference_samples(min_confidence: float = MIN_CONFIDENCE, seed: int = 0) -> DigitsSamples:
     """All digits images the reference model gets right with ``min_confidence``.
 
-    The reference is the demo model retrained exactly as ``converters.numpy2onnx`` trains it (same
+    The reference is the demo model retrained exactly as ``demo.mlp`` trains it (same
     75% split of the same data, same seed), so it has the demo model's weights.
     """
-    from converters.numpy2onnx import train
+    from demo.mlp import train
 
     pixels, labels = digits()
     order = np.random.default_rng(seed).permutation(len(pixels))

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from converters.numpy2onnx import CONFIG_YAML, build
+from demo.mlp import CONFIG_YAML, build
 
 ONNX_TYPES = {
     "BOOL": TensorProto.BOOL,

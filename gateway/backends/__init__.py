@@ -15,7 +15,7 @@ def default_registry() -> BackendRegistry:
     from gateway.backends.tensorflow import TensorFlowBackend
     from gateway.backends.tflite import TFLiteBackend
     from gateway.backends.tfserving import TFServingBackend
-    from gateway.backends.torchserve import TorchServeBackend, TorchServeFactory
+    from gateway.backends.torchserve.backend import TorchServeBackend, TorchServeFactory
 
     registry = BackendRegistry()
     registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, ValidationError
 
-from gateway.backends.worker import WorkerBackend, WorkerParameters
+from gateway.backends.worker.supervisor import WorkerBackend, WorkerParameters
 from gateway.core.backend import ModelVersionSource
 from gateway.core.config import format_validation_error
 from gateway.core.datatypes import v2_datatype

@@ -288,8 +288,8 @@ def tensor_proto(array: np.ndarray) -> Any:
     field per element, and TF Serving accepts both.
     """
     from gateway.core.datatypes import v2_datatype
-    from gateway.protocols.tfs_codec import TF_DTYPE, shape_proto
     from gateway.protos.tfserving.tensorflow.core.framework import tensor_pb2
+    from gateway.tensorproto import TF_DTYPE, shape_proto
 
     datatype = v2_datatype(array.dtype)
     proto = tensor_pb2.TensorProto(dtype=TF_DTYPE[datatype], tensor_shape=shape_proto(array.shape))
@@ -306,7 +306,7 @@ def array_from_proto(name: str, proto: Any) -> np.ndarray:
     The front end's decoder does the work; its InvalidInput means TF Serving sent something
     malformed, which is the backend's failure here, not the client's.
     """
-    from gateway.protocols.tfs_codec import tensor_from_proto
+    from gateway.tensorproto import tensor_from_proto
 
     try:
         return tensor_from_proto(name, proto).data
@@ -319,7 +319,7 @@ def _proto_dims(shape: Any) -> list[int] | None:
 
 
 def _info_spec(name: str, dtype: int, dims: list[int] | None) -> TensorSpec:
-    from gateway.protocols.tfs_codec import V2_DATATYPE
+    from gateway.tensorproto import V2_DATATYPE
 
     datatype = V2_DATATYPE.get(int(dtype))
     if datatype is None:

@@ -2,8 +2,8 @@
 
 The real ``tensorflow_model_server`` cannot be installed on this machine, so the TF Serving
 side is a separate gateway process serving the Keras SavedModel with the ``tensorflow``
-backend and speaking TF Serving's gRPC and REST APIs (:mod:`gateway.protocols.tfs_grpc`,
-:mod:`gateway.protocols.tfs_rest`). The gateway under test (in this process) reaches it
+backend and speaking TF Serving's gRPC and REST APIs (:mod:`gateway.protocols.tfserving.grpc_api`,
+:mod:`gateway.protocols.tfserving.rest_api`). The gateway under test (in this process) reaches it
 only through ``backend: tfserving``. ``test_tfserving_contract.py`` runs the same backend
 against a real TF Serving when one is available.
 """
@@ -111,9 +111,9 @@ async def _serve_role(repo: Path) -> None:
     import grpc
     import uvicorn
 
-    from gateway.protocols.rest_v2 import V2RestApp
-    from gateway.protocols.tfs_grpc import add_tfs_grpc_services
-    from gateway.protocols.tfs_rest import tfs_routes
+    from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
+    from gateway.protocols.tfserving.rest_api import tfs_routes
+    from gateway.protocols.v2.rest_api import V2RestApp
 
     manager = ModelManager(ModelRepository(repo), registry())
     metrics = Metrics()

@@ -29,10 +29,12 @@ import onnx
 import pytest
 from sklearn.datasets import load_digits
 
-from converters.numpy2onnx import Mlp, load_digits_split, to_onnx, train
+from demo.digits import load_digits_split
+from demo.mlp import Mlp, to_onnx, train
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
-from gateway.backends.torchserve import TorchServeFactory
-from gateway.backends.torchserve_managed import ManagedTorchServe
+from gateway.backends.torchserve.backend import TorchServeFactory
+from gateway.backends.torchserve.cli import register
+from gateway.backends.torchserve.managed import ManagedTorchServe
 from gateway.core.backend import BackendRegistry
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import BackendError, ConfigError, DeadlineExceeded, ModelNotReady
@@ -40,8 +42,7 @@ from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, Tensor
 from gateway.metrics import Metrics
-from gateway.protocols.rest_v2 import V2RestApp
-from gateway.torchserve_cli import register
+from gateway.protocols.v2.rest_api import V2RestApp
 
 pytestmark = [pytest.mark.anyio, pytest.mark.frameworks, pytest.mark.e2e]
 
@@ -179,8 +180,8 @@ def test_package_command_writes_a_mar_with_the_handler(tmp_path: Path, artifacts
     with zipfile.ZipFile(tmp_path / "digits_v2.mar") as mar:
         names = set(mar.namelist())
         manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
-    assert {"model.pt", "torchserve_handler.py", "torchserve_codec.py"} <= names
-    assert manifest["model"]["modelVersion"] == "2" and manifest["model"]["handler"] == "torchserve_handler.py"
+    assert {"model.pt", "handler.py", "frames.py"} <= names
+    assert manifest["model"]["modelVersion"] == "2" and manifest["model"]["handler"] == "handler.py"
     with pytest.raises(ConfigError, match="no valid version 5"):
         args.func(parser.parse_args([*sys_args(repo, tmp_path), "--version", "5"]))
 
@@ -365,8 +366,8 @@ GATEWAY_CHILD = """\
 import asyncio, signal, sys
 from pathlib import Path
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
-from gateway.backends.torchserve import TorchServeFactory
-from gateway.backends.torchserve_managed import ManagedTorchServe
+from gateway.backends.torchserve.backend import TorchServeFactory
+from gateway.backends.torchserve.managed import ManagedTorchServe
 from gateway.core.backend import BackendRegistry
 from gateway.server import Gateway
 from gateway.settings import Settings

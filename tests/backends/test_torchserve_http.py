@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.backends.torchserve_http import ConnectFailed, ConnectionLost, HttpPool
+from gateway.backends.torchserve.http import ConnectFailed, ConnectionLost, HttpPool
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.backends.torchserve import TorchServeFactory, status_error
-from gateway.backends.torchserve_codec import CodecError, decode, encode
+from gateway.backends.torchserve.backend import TorchServeFactory, status_error
+from gateway.backends.torchserve.frames import CodecError, decode, encode
 from gateway.core.backend import ModelVersionSource
 from gateway.core.config import ModelConfig
 from gateway.core.errors import (

@@ -19,9 +19,9 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.backends import worker_wire as wire
 from gateway.backends.tensorflow import TensorFlowBackend
-from gateway.backends.worker import WorkerParameters, WorkerProcess
+from gateway.backends.worker import wire
+from gateway.backends.worker.supervisor import WorkerParameters, WorkerProcess
 from gateway.core.backend import BackendRegistry
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import (

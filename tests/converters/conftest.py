@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.demo import digits_images
 from converters.isolation import run_step
+from demo.digits import digits_images
 
 EPOCHS = 1
 
@@ -22,7 +22,7 @@ def keras_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Keras demo CNN (input ``image`` [-1, 8, 8, 1], output ``probs``) saved as .keras."""
     folder = tmp_path_factory.mktemp("keras")
     path = folder / "digits.keras"
-    run_step("converters.demo:train_keras", {"path": str(path), "epochs": EPOCHS}, folder / "steps")
+    run_step("demo.cnn:train_keras", {"path": str(path), "epochs": EPOCHS}, folder / "steps")
     return path
 
 
@@ -31,7 +31,7 @@ def torch_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The PyTorch demo CNN (input ``image`` [-1, 1, 8, 8], softmax output) as a torch.export .pt2."""
     folder = tmp_path_factory.mktemp("torch")
     path = folder / "digits.pt2"
-    run_step("converters.demo:train_torch", {"path": str(path), "epochs": EPOCHS}, folder / "steps")
+    run_step("demo.cnn:train_torch", {"path": str(path), "epochs": EPOCHS}, folder / "steps")
     return path
 
 
@@ -52,7 +52,7 @@ def keras_h5_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same Keras CNN saved in the legacy HDF5 format (as ModelCheckpoint pipelines write it)."""
     folder = tmp_path_factory.mktemp("keras_h5")
     path = folder / "digits.h5"
-    run_step("converters.demo:train_keras", {"path": str(path), "epochs": 1}, folder / "steps")
+    run_step("demo.cnn:train_keras", {"path": str(path), "epochs": 1}, folder / "steps")
     return path
 
 

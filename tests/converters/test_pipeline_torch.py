@@ -117,7 +117,7 @@ def test_torchscript_wrong_input_spec_is_bad_input(
 
 def test_nn_module_through_the_python_api(tmp_path: Path) -> None:
     from converters.api import convert_torch_module
-    from converters.demo import torch_cnn
+    from demo.cnn import torch_cnn
 
     report = convert_torch_module(
         torch_cnn(), ["image:FP32:-1,1,8,8"], "module", "torchscript", tmp_path / "repo", output_names=["probs"]
@@ -186,7 +186,7 @@ def test_perturbed_weights_fail_verification_and_are_not_published(
 
 def test_bad_input_from_the_api_is_an_exception(tmp_path: Path) -> None:
     from converters.api import convert_torch_module
-    from converters.demo import torch_cnn
+    from demo.cnn import torch_cnn
 
     with pytest.raises(BadInput, match=r"input spec names \['pixels'\] must match the forward\(\) arguments"):
         convert_torch_module(torch_cnn(), ["pixels:FP32:-1,1,8,8"], "m", "onnx", tmp_path / "repo")

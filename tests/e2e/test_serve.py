@@ -117,8 +117,8 @@ def test_tf_serving_rest_and_grpc(
 ) -> None:
     from gateway.core.datatypes import numpy_dtype
     from gateway.core.types import Tensor
-    from gateway.protocols.tfs_codec import tensor_from_proto, tensor_to_proto
     from gateway.protos.tfserving.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from gateway.tensorproto import tensor_from_proto, tensor_to_proto
 
     x, _ = digits
     want = expected(demo_repo, x[:2])

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.numpy2onnx import CONFIG_YAML
+from demo.mlp import CONFIG_YAML
 from tests.e2e.server_process import ServerProcess
 from tests.onnx_models import write_digits_repo
 

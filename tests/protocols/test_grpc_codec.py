@@ -10,7 +10,7 @@ import pytest
 from gateway.core.datatypes import V2_TO_NUMPY
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
-from gateway.protocols.grpc_codec import (
+from gateway.protocols.v2.grpc_codec import (
     CONTENTS_FIELD,
     InferParameterConverter,
     ModelInferRequestConverter,

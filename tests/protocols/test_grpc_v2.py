@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from converters.numpy2onnx import load_digits_split
+from demo.digits import load_digits_split
 from gateway.backends import default_registry
 from gateway.core.dataplane import DataPlane
 from gateway.core.datatypes import V2_TO_NUMPY
@@ -35,9 +35,9 @@ from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, RequestedOutput, Tensor
 from gateway.metrics import Metrics
-from gateway.protocols.grpc_codec import ModelInferRequestConverter, ModelInferResponseConverter
 from gateway.protocols.grpc_errors import INTERNAL_DETAILS, STATUS_BY_KIND, status_on_error
-from gateway.protocols.grpc_v2 import SERVICE_NAME, GatewayHealthServicer, add_grpc_services, grpc_server_options
+from gateway.protocols.v2.grpc_api import SERVICE_NAME, GatewayHealthServicer, add_grpc_services, grpc_server_options
+from gateway.protocols.v2.grpc_codec import ModelInferRequestConverter, ModelInferResponseConverter
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 from tests.onnx_models import write_slow_model

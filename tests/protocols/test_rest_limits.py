@@ -14,7 +14,7 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.metrics import Metrics
-from gateway.protocols.rest_v2 import V2RestApp
+from gateway.protocols.v2.rest_api import V2RestApp
 from tests.onnx_models import write_model
 
 pytestmark = pytest.mark.anyio

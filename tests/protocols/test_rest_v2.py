@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from gateway.core.dataplane import DataPlane
-from gateway.protocols.rest_v2 import V2RestApp, infer_target
+from gateway.protocols.v2.rest_api import V2RestApp, infer_target
 
 pytestmark = pytest.mark.anyio
 LIMIT = 64 * 1024

@@ -14,18 +14,10 @@ import pytest
 from gateway.core.datatypes import V2_TO_NUMPY
 from gateway.core.errors import InvalidInput
 from gateway.core.types import Tensor, TensorSpec
-from gateway.protocols.tfs_codec import (
-    TF_DTYPE,
-    JsonFormat,
-    decode_predict,
-    encode_predict,
-    parse_predict_body,
-    shape_proto,
-    tensor_from_proto,
-    tensor_to_proto,
-)
+from gateway.protocols.tfserving.json_codec import JsonFormat, decode_predict, encode_predict, parse_predict_body
 from gateway.protos.tfserving import generate
 from gateway.protos.tfserving.tensorflow.core.framework import tensor_pb2, types_pb2
+from gateway.tensorproto import TF_DTYPE, shape_proto, tensor_from_proto, tensor_to_proto
 
 PIXELS = [TensorSpec("pixels", "FP32", (-1, 4))]
 TWO = [TensorSpec("image", "FP32", (-1, 2)), TensorSpec("tag", "BYTES", (-1,))]
@@ -219,7 +211,7 @@ def test_non_finite_outputs_are_written_as_tokens() -> None:
 
 def test_gateway_tf_serving_modules_do_not_import_tensorflow() -> None:
     code = (
-        "import sys, gateway.protocols.tfs_grpc, gateway.protocols.tfs_rest; "
+        "import sys, gateway.protocols.tfserving.grpc_api, gateway.protocols.tfserving.rest_api; "
         "loaded = sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.')); "
         "print(loaded); sys.exit(1 if loaded else 0)"
     )

@@ -27,9 +27,8 @@ from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.core.types import Tensor
 from gateway.metrics import Metrics
-from gateway.protocols.grpc_v2 import add_grpc_services, grpc_server_options
-from gateway.protocols.tfs_codec import tensor_from_proto, tensor_to_proto
-from gateway.protocols.tfs_grpc import add_tfs_grpc_services
+from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
+from gateway.protocols.v2.grpc_api import add_grpc_services, grpc_server_options
 from gateway.protos import open_inference_grpc_pb2 as v2_pb
 from gateway.protos import open_inference_grpc_pb2_grpc as v2_grpc
 from gateway.protos.tfserving.tensorflow.core.framework import types_pb2
@@ -45,6 +44,7 @@ from gateway.protos.tfserving.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+from gateway.tensorproto import tensor_from_proto, tensor_to_proto
 from tests.onnx_models import ONNX_TYPES
 from tests.protocols.test_tfs_rest import write_versioned_repo
 

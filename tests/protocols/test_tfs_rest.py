@@ -19,9 +19,9 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.metrics import Metrics
-from gateway.protocols.rest_v2 import V2RestApp
-from gateway.protocols.tfs_rest import parse_path, tfs_routes
-from gateway.protocols.tfs_servables import ServableRef
+from gateway.protocols.tfserving.rest_api import parse_path, tfs_routes
+from gateway.protocols.tfserving.servables import ServableRef
+from gateway.protocols.v2.rest_api import V2RestApp
 from tests.onnx_models import ONNX_TYPES, write_digits_repo
 
 pytestmark = pytest.mark.anyio

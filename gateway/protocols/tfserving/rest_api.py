@@ -5,9 +5,9 @@ and ``POST ...:predict``. Paths are matched with TF Serving's own expressions (a
 has no ``/`` or ``:``, a version is digits, case-insensitive), by one route object rather than
 Starlette path templates, because ``{m}:predict`` is not a template Starlette can split.
 ``:classify`` and ``:regress`` answer 501. Errors are ``{"error": "..."}`` with the status from
-:mod:`gateway.protocols.rest_errors`, the same table the V2 API uses.
+:mod:`gateway.protocols.http_errors`, the same table the V2 API uses.
 
-Use :func:`tfs_routes` as ``extra_routes`` of :class:`gateway.protocols.rest_v2.V2RestApp`.
+Use :func:`tfs_routes` as ``extra_routes`` of :class:`gateway.protocols.v2.rest_api.V2RestApp`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, Unsupported
 from gateway.core.types import InferRequest
 from gateway.metrics import Metrics
-from gateway.protocols.asgi import Receive, Scope, Send, read_body, respond
-from gateway.protocols.rest_request import RequestLabels, measured
-from gateway.protocols.rest_v2 import gateway_error_response, json_response
-from gateway.protocols.tfs_codec import decode_predict, encode_predict, parse_predict_body
-from gateway.protocols.tfs_servables import (
+from gateway.protocols.http import Receive, Scope, Send, read_body, respond
+from gateway.protocols.http_envelope import RequestLabels, measured
+from gateway.protocols.tfserving.json_codec import decode_predict, encode_predict, parse_predict_body
+from gateway.protocols.tfserving.servables import (
     ServableRef,
     message_json,
     metadata_json,
@@ -37,6 +36,7 @@ from gateway.protocols.tfs_servables import (
     model_status,
     resolve,
 )
+from gateway.protocols.v2.rest_api import gateway_error_response, json_response
 
 log = logging.getLogger(__name__)
 

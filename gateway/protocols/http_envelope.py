@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from gateway.core.errors import GatewayError
 from gateway.metrics import Metrics, outcome_of
-from gateway.protocols.asgi import Scope, Send, respond
-from gateway.protocols.rest_errors import error_body, error_headers, error_status
+from gateway.protocols.http import Scope, Send, respond
+from gateway.protocols.http_errors import error_body, error_headers, error_status
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Open Inference Protocol (V2) over gRPC: ``inference.GRPCInferenceService`` plus ``grpc.health.v1``.
 
-Each method converts the message (:mod:`gateway.protocols.grpc_codec`), calls the
+Each method converts the message (:mod:`gateway.protocols.v2.grpc_codec`), calls the
 :class:`DataPlane`, and converts back; failures become status codes through
 :mod:`gateway.protocols.grpc_errors` only. ``ModelInfer`` is also measured: request count
 by gRPC status name, duration from receipt to response ready, and requests in flight.
@@ -20,13 +20,13 @@ from grpc_health.v1.health import aio as health_aio
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, ModelNotReady
 from gateway.metrics import Metrics, outcome_of
-from gateway.protocols.grpc_codec import (
+from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for, status_on_error
+from gateway.protocols.v2.grpc_codec import (
     ModelInferRequestConverter,
     ModelInferResponseConverter,
     model_metadata_response,
     server_metadata_response,
 )
-from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for, status_on_error
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 

@@ -5,7 +5,7 @@ in about a second and is what the core and protocol tests serve. Input ``pixels`
 (FP32, [-1, 64], raw 0..16 values as ``load_digits`` gives them), output ``probs``
 (FP32, [-1, 10], softmax). Run as a module to publish it into a repository::
 
-    python -m converters.numpy2onnx --model-repository model_repo
+    python -m demo.mlp --model-repository model_repo
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from demo.digits import load_digits_split
 
 MODEL_NAME = "digits_mlp"
 HIDDEN = 32
@@ -36,18 +38,6 @@ class Mlp:
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs: np.ndarray = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
         return probs
-
-
-def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The digits data shipped with scikit-learn (no download), split 75/25."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = data.data.astype(np.float32)
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = int(len(x) * 0.75)
-    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
 
 
 def train(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 40) -> Mlp:
@@ -106,7 +96,7 @@ def to_onnx(mlp: Mlp) -> onnx.ModelProto:
 
 
 CONFIG_YAML = """\
-# Built by `python -m converters.numpy2onnx`: a numpy-trained MLP on scikit-learn's digits.
+# Built by `python -m demo.mlp`: a numpy-trained MLP on scikit-learn's digits.
 backend: onnxruntime
 max_batch_size: 1024
 inputs:

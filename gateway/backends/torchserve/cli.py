@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _package(args: argparse.Namespace) -> int:
-    from gateway.backends.torchserve_package import package_version
+    from gateway.backends.torchserve.package import package_version
 
     mar = package_version(args.model_repository, args.model, args.version, args.export_path)
     print(mar)

@@ -7,7 +7,7 @@ take the gateway down, and the gateway process never imports the framework.
 Shape of it: one worker process per model version (simplest to reason about: a crash
 affects exactly one version, and unloading a version frees all its memory). The gateway
 talks to it over a Unix socketpair with asyncio streams, so the event loop never blocks;
-requests carry ids and several are in flight at once (:mod:`worker_wire` frames).
+requests carry ids and several are in flight at once (:mod:`gateway.backends.worker.wire` frames).
 
 When the worker dies (EOF on the socket), every in-flight request fails at once with
 :class:`BackendUnavailable` (503), :meth:`health` turns False (the model manager marks the
@@ -37,7 +37,7 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.backends import worker_wire as wire
+from gateway.backends.worker import wire
 from gateway.core.backend import Backend, ModelVersionSource
 from gateway.core.errors import BackendUnavailable, ConfigError
 from gateway.core.signature import merge_signature
@@ -45,7 +45,7 @@ from gateway.core.types import Signature
 
 log = logging.getLogger("modelgate.worker")
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 #: A decoded frame: its JSON header and its tensors by name.
 _Frame = tuple[dict[str, Any], dict[str, np.ndarray]]
 _STOP_GRACE_SECONDS = 5.0
@@ -205,7 +205,7 @@ class WorkerProcess:
 class WorkerBackend(Backend):
     """A backend served by a supervised worker process; subclasses name the runtime and its spec."""
 
-    #: ``module:factory`` of the :class:`gateway.backends.worker_main.WorkerRuntime` to run.
+    #: ``module:factory`` of the :class:`gateway.backends.worker.main.WorkerRuntime` to run.
     runtime: ClassVar[str]
 
     def __init__(self, source: ModelVersionSource) -> None:
@@ -311,7 +311,7 @@ class WorkerBackend(Backend):
 
 def _command(fd: int, runtime: str, spec: Mapping[str, Any], threads: int) -> list[str]:
     return [
-        sys.executable, "-m", "gateway.backends.worker_main",
+        sys.executable, "-m", "gateway.backends.worker.main",
         "--fd", str(fd), "--runtime", runtime, "--spec", json.dumps(dict(spec)), "--threads", str(threads),
     ]  # fmt: skip
 

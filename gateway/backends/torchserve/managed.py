@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.backends.torchserve_package import archive
-from gateway.backends.torchserve_process import DEFAULT_START_TIMEOUT, TorchServeOptions, TorchServeProcess
+from gateway.backends.torchserve.package import archive
+from gateway.backends.torchserve.process import DEFAULT_START_TIMEOUT, TorchServeOptions, TorchServeProcess
 from gateway.core.errors import BackendUnavailable, ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
-"""Entry point of a backend worker process: ``python -m gateway.backends.worker_main``.
+"""Entry point of a backend worker process: ``python -m gateway.backends.worker.main``.
 
 The gateway starts one worker per model version that needs a heavy framework
 (TensorFlow). The worker imports the framework, loads the model through a *runtime*
 class named on the command line, reports the signature, then answers inference frames
-(:mod:`gateway.backends.worker_wire`) on the socket it inherited. Several requests are
+(:mod:`gateway.backends.worker.wire`) on the socket it inherited. Several requests are
 in flight at once: the main thread only reads frames and hands them to a small thread
 pool; replies are written whole, under a lock, in completion order.
 
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gateway.backends import worker_wire as wire
+from gateway.backends.worker import wire
 from gateway.core.errors import ConfigError
 from gateway.core.types import Signature
 
@@ -110,7 +110,7 @@ def _hello(runtime: WorkerRuntime) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.backends.worker_main")
+    parser = argparse.ArgumentParser(prog="python -m gateway.backends.worker.main")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the gateway")
     parser.add_argument("--runtime", required=True, help="module:factory of the in-worker runtime")
     parser.add_argument("--spec", required=True, help="JSON given to the runtime factory")

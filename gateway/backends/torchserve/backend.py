@@ -4,11 +4,11 @@ Two modes, chosen by ``parameters:`` in config.yaml:
 
 * managed (default, no ``url``): the gateway packages the version's TorchScript file with
   its own handler and serves it from one TorchServe it starts, supervises and stops
-  (:mod:`gateway.backends.torchserve_managed`);
+  (:mod:`gateway.backends.torchserve.managed`);
 * external (``url:``): an operator's TorchServe that already serves the model (packaged
   with ``modelgate torchserve-package`` so it has the gateway's handler).
 
-Tensors travel as :mod:`gateway.backends.torchserve_codec` frames (raw bytes plus dtype
+Tensors travel as :mod:`gateway.backends.torchserve.frames` frames (raw bytes plus dtype
 and shape), so nothing is lost in JSON. REST, not gRPC: on this machine TorchServe's REST
 answered faster (p50 3.4 ms vs 4.6 ms, docs/torchserve.md) and needs no generated stubs.
 
@@ -30,10 +30,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.backends.resilience import CircuitBreaker, Deadline, RetryPolicy, retry
-from gateway.backends.torchserve_codec import CodecError, decode, encode
-from gateway.backends.torchserve_http import ConnectFailed, ConnectionLost, HttpPool
-from gateway.backends.torchserve_managed import ManagedTorchServe, model_has_ready_worker
-from gateway.backends.torchserve_package import version_artifact
+from gateway.backends.torchserve.frames import CodecError, decode, encode
+from gateway.backends.torchserve.http import ConnectFailed, ConnectionLost, HttpPool
+from gateway.backends.torchserve.managed import ManagedTorchServe, model_has_ready_worker
+from gateway.backends.torchserve.package import version_artifact
 from gateway.core.backend import Backend, ModelVersionSource
 from gateway.core.config import format_validation_error
 from gateway.core.errors import (

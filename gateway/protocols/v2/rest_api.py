@@ -3,7 +3,7 @@
 ``POST .../infer`` is served by a raw-ASGI fast path (orjson, ``np.frombuffer``, no
 framework on the hot route: FastAPI with pydantic bodies measured about 3x slower here).
 Everything else goes through a small Starlette router. Both map errors through
-:mod:`gateway.protocols.rest_errors` only.
+:mod:`gateway.protocols.http_errors` only.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, InvalidInput
 from gateway.core.types import InferRequest
 from gateway.metrics import Metrics
-from gateway.protocols.asgi import Receive, Scope, Send, header, read_body, respond
-from gateway.protocols.openapi import openapi_document
-from gateway.protocols.rest_codec import (
+from gateway.protocols.http import Receive, Scope, Send, header, read_body, respond
+from gateway.protocols.http_envelope import RequestLabels, measured
+from gateway.protocols.http_errors import error_body, error_headers, error_status
+from gateway.protocols.v2.json_codec import (
     HEADER_LENGTH,
     decode_raw_single_input,
     decode_request,
     encode_response,
     parse_json,
 )
-from gateway.protocols.rest_errors import error_body, error_headers, error_status
-from gateway.protocols.rest_request import RequestLabels, measured
+from gateway.protocols.v2.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 PROTOCOL = "rest"

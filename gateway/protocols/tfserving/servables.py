@@ -20,7 +20,6 @@ from gateway.core.dataplane import DataPlane
 from gateway.core.errors import InvalidInput, ModelNotFound, ModelNotReady
 from gateway.core.models import ModelManager, ServedModel, ServedVersion, VersionState
 from gateway.core.types import TensorSpec
-from gateway.protocols.tfs_codec import DEFAULT_SIGNATURE, TF_DTYPE, shape_proto
 from gateway.protos.tfserving.tensorflow.core.protobuf import meta_graph_pb2
 from gateway.protos.tfserving.tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -29,6 +28,7 @@ from gateway.protos.tfserving.tensorflow_serving.apis import (
     status_pb2,
 )
 from gateway.protos.tfserving.xla.tsl.protobuf import error_codes_pb2
+from gateway.tensorproto import DEFAULT_SIGNATURE, TF_DTYPE, shape_proto
 
 #: The only metadata field TF Serving (and this gateway) supports.
 SIGNATURE_DEF_FIELD: Final = "signature_def"

@@ -18,8 +18,8 @@ from gateway.core.repository import scan_model
 
 #: TorchScript file name inside a version directory when config.yaml sets no ``artifact``.
 ARTIFACT = "model.pt"
-HANDLER = Path(__file__).with_name("torchserve_handler.py")
-CODEC = Path(__file__).with_name("torchserve_codec.py")
+HANDLER = Path(__file__).with_name("handler.py")
+FRAMES = Path(__file__).with_name("frames.py")
 #: Packaging a small model takes about a second; a hung archiver must not hang the gateway.
 ARCHIVE_TIMEOUT = 300.0
 
@@ -35,7 +35,7 @@ def archive(serialized_file: Path, name: str, version: str, export_path: Path) -
         "--version", version,
         "--serialized-file", str(serialized_file),
         "--handler", str(HANDLER),
-        "--extra-files", str(CODEC),
+        "--extra-files", str(FRAMES),
         "--export-path", str(export_path),
         "--force",
     ]  # fmt: skip

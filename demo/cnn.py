@@ -1,6 +1,6 @@
 """The demo models: the same small CNN in Keras and PyTorch, trained on scikit-learn's digits.
 
-``python -m converters.demo --model-repository model_repo`` (``make models``) trains both
+``python -m demo.cnn --model-repository model_repo`` (``make models``) trains both
 on ``load_digits`` (8x8 images scaled to [0, 1]; no download), converts each to every
 servable format, verifies against the 25 % held-out split with its labels and publishes
 ``digits_keras`` (input ``image`` [-1, 8, 8, 1], NHWC) and ``digits_torch`` (``image``
@@ -21,21 +21,14 @@ import numpy as np
 
 from converters.errors import BadInput
 from converters.isolation import run_step
-from converters.numpy2onnx import load_digits_split
 from converters.pipeline import ConversionRequest, run
 from converters.report import to_markdown
+from demo.digits import SEED, digits_images
 from gateway.core.types import TensorSpec
 
 KERAS_NAME = "digits_keras"
 TORCH_NAME = "digits_torch"
 EPOCHS = 12
-SEED = 0
-
-
-def digits_images(seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Train/test images as [N, 8, 8] float32 in [0, 1] with integer labels."""
-    x_train, y_train, x_test, y_test = load_digits_split(seed)
-    return (x_train / 16.0).reshape(-1, 8, 8), y_train, (x_test / 16.0).reshape(-1, 8, 8), y_test
 
 
 def train_keras(path: str, epochs: int = EPOCHS) -> dict[str, Any]:
@@ -150,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         codes = [
-            build(args.model_repository, KERAS_NAME, "converters.demo:train_keras", ".keras", "NHWC", args.epochs),
-            build(args.model_repository, TORCH_NAME, "converters.demo:train_torch", ".pt2", "NCHW", args.epochs),
+            build(args.model_repository, KERAS_NAME, "demo.cnn:train_keras", ".keras", "NHWC", args.epochs),
+            build(args.model_repository, TORCH_NAME, "demo.cnn:train_torch", ".pt2", "NCHW", args.epochs),
         ]
     except BadInput as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 It runs inside TorchServe's Python worker, not in the gateway: that is why it imports
 torch and TorchServe's ``ts`` package at module level (the gateway never imports this
-module). Requests are frames of :mod:`torchserve_codec` (packaged next to this file in
+module). Requests are frames of :mod:`frames` (packaged next to this file in
 the .mar), so dtype and shape, batch dimension included, survive both ways. TorchServe
 may group several HTTP requests into one call (``batch_size``); each keeps its own frame.
 
@@ -20,9 +20,9 @@ from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
 try:  # inside a .mar: the codec is an extra file next to this handler
-    from torchserve_codec import decode, encode  # type: ignore[import-not-found,unused-ignore]
+    from frames import decode, encode  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # imported from the source tree (tests, tooling)
-    from gateway.backends.torchserve_codec import decode, encode
+    from gateway.backends.torchserve.frames import decode, encode
 
 
 class TensorHandler(BaseHandler):  # type: ignore[misc]

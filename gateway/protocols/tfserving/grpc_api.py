@@ -27,8 +27,14 @@ from gateway.core.models import ServedVersion
 from gateway.core.types import InferRequest, RequestedOutput
 from gateway.metrics import Metrics, outcome_of
 from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for, status_on_error
-from gateway.protocols.tfs_codec import DEFAULT_SIGNATURE, check_signature_name, tensor_from_proto, tensor_to_proto
-from gateway.protocols.tfs_servables import ServableRef, check_metadata_fields, model_metadata, model_status, resolve
+from gateway.protocols.tfserving.json_codec import check_signature_name
+from gateway.protocols.tfserving.servables import (
+    ServableRef,
+    check_metadata_fields,
+    model_metadata,
+    model_status,
+    resolve,
+)
 from gateway.protos.tfserving.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -41,6 +47,7 @@ from gateway.protos.tfserving.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+from gateway.tensorproto import DEFAULT_SIGNATURE, tensor_from_proto, tensor_to_proto
 
 log = logging.getLogger(__name__)
 
