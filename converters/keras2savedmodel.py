@@ -15,7 +15,7 @@ from typing import Any
 
 from converters.sources import load_keras
 from converters.spec import from_json
-from gateway.core.datatypes import numpy_dtype
+from gateway.core.codec.datatypes import numpy_dtype
 
 
 def serving_signature(inputs: list[dict[str, Any]]) -> list[Any]:

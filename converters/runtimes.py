@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from converters.profile import exclusive, median_latency, timed
-from gateway.core.datatypes import v2_datatype
+from gateway.core.codec.datatypes import v2_datatype
 
 BATCHES = (1, 32)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from converters.errors import BadInput
 from converters.spec import check_inputs, from_json, generate_inputs, to_json
-from gateway.core.datatypes import v2_datatype
+from gateway.core.codec.datatypes import v2_datatype
 from gateway.core.types import TensorSpec
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import BadInput
-from gateway.core.datatypes import DATATYPES, numpy_dtype
+from gateway.core.codec.datatypes import DATATYPES, numpy_dtype
 from gateway.core.types import TensorSpec
 
 

@@ -9,7 +9,8 @@ creates no new series.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -23,14 +24,26 @@ LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 
 
+@dataclass(slots=True)
+class RequestLabels:
+    """Metric labels of one request; the handler fills in the version once it has resolved the model."""
+
+    model: str
+    version: str = ""
+
+
 def outcome_of(client_error: bool, server_error: bool) -> str:
     if server_error:
         return "server_error"
     return "client_error" if client_error else "success"
 
 
+_STATES: Final = ("LOADING", "READY", "UNAVAILABLE", "UNLOADED")
+
+
 class Metrics:
-    """All series the gateway exports; protocols and the core record into it."""
+    """All series the gateway exports: protocols record requests into it, and it implements
+    :class:`gateway.core.events.CoreEvents` for what the core and the backends report."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -68,7 +81,7 @@ class Metrics:
             "modelgate_rejected_requests", "Requests refused before reaching a backend, by reason.",
             ["model", "reason"], registry=r,
         )  # fmt: skip
-        self.queue_depth = Gauge(
+        self.queue_depth_gauge = Gauge(
             "modelgate_queue_depth",
             "Requests admitted and not yet answered, per model version.",
             ["model", "version"],
@@ -95,27 +108,39 @@ class Metrics:
         self._versions = {m: set(v) for m, v in versions.items()} if versions is not None else None
         self._request_children.clear()
 
+    # -- CoreEvents ----------------------------------------------------------------------
+
+    def served_versions(self, versions: Mapping[str, Sequence[str]]) -> None:
+        self.set_known_models(versions, versions)
+
     def retry(self, backend: str, endpoint: str) -> None:
-        """:class:`gateway.core.backend.BackendEvents`: count a retry."""
         self.retries.labels(backend, endpoint).inc()
 
     def breaker_state(self, backend: str, endpoint: str, is_open: bool) -> None:
-        """:class:`gateway.core.backend.BackendEvents`: export the breaker's state."""
         self.circuit_open.labels(backend, endpoint).set(1 if is_open else 0)
 
-    def observe_backend(self, model: str, version: int, backend: str, seconds: float) -> None:
+    def version_state(self, model: str, version: int, backend: str, state: str, up: bool) -> None:
+        for candidate in _STATES:
+            self.model_state.labels(model, str(version), candidate).set(1 if candidate == state else 0)
+        self.backend_up.labels(model, str(version), backend).set(1 if up else 0)
+
+    def queue_depth(self, model: str, version: int, depth: Callable[[], int]) -> None:
+        self.queue_depth_gauge.labels(model, str(version)).set_function(depth)
+
+    def backend_call(self, model: str, version: int, backend: str, seconds: float) -> None:
         key = (model, version, backend)
         child = self._backend_children.get(key)
         if child is None:
             child = self._backend_children[key] = self.backend_duration.labels(model, str(version), backend)
         child.observe(seconds)
 
+    def rejected(self, model: str, reason: str) -> None:
+        self.rejections.labels(model, reason).inc()
+
+    # -- requests (recorded by the protocols) --------------------------------------------
+
     def model_label(self, name: str) -> str:
         return name if name in self._known else UNKNOWN
-
-    def set_model_state(self, model: str, version: int, state: str, states: Iterable[str]) -> None:
-        for candidate in states:
-            self.model_state.labels(model, str(version), candidate).set(1 if candidate == state else 0)
 
     def observe_request(
         self, model: str, version: str, protocol: str, status: str, outcome: str, seconds: float

@@ -12,23 +12,27 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import grpc
 import uvicorn
 from prometheus_client import make_asgi_app
 
 from gateway.backends import default_registry
 from gateway.core.backend import BackendRegistry
+from gateway.core.codec.limits import TensorLimits
 from gateway.core.dataplane import DataPlane
-from gateway.core.models import ModelManager, ServedVersion, VersionState
+from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.metrics import Metrics
-from gateway.protocols.v2.rest_api import V2RestApp
+from gateway.protocols import PROTOCOLS
+from gateway.protocols.http_app import HttpApp
+from gateway.protocols.mounts import Hook, Mounts, ProtocolContext, mount_all
+from gateway.protocols.v2.grpc_api import grpc_server_options
 from gateway.settings import Settings
 
 log = logging.getLogger("modelgate")
-_STATES = [s.value for s in VersionState]
 
 
 class _UvicornServer(uvicorn.Server):
@@ -49,13 +53,17 @@ class BoundPorts:
 class Gateway:
     """The whole server process's contents; ``await run()`` serves until ``stop()``."""
 
-    def __init__(self, settings: Settings, registry: BackendRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, registry: BackendRegistry | None = None, protocols: Sequence[str] = PROTOCOLS
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.manager = ModelManager(
-            ModelRepository(settings.model_repository), registry or default_registry(), self._on_state, self.metrics
+            ModelRepository(settings.model_repository), registry or default_registry(), self.metrics
         )
-        self.dataplane = DataPlane(self.manager, self.metrics)
+        limits = TensorLimits(max_bytes=settings.max_tensor_bytes)
+        self.dataplane = DataPlane(self.manager, self.metrics, limits)
+        self.protocols = tuple(protocols)
         self._stop = asyncio.Event()
         self.ports: BoundPorts | None = None
 
@@ -65,30 +73,19 @@ class Gateway:
         self._stop.set()
 
     async def run(self) -> None:
-        from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
-        from gateway.protocols.tfserving.rest_api import tfs_routes
-        from gateway.protocols.v2.grpc_api import add_grpc_services, grpc_server_options
-
         s = self.settings
+        ctx = ProtocolContext(self.dataplane, self.metrics, s.max_request_bytes)
+        mounts = mount_all(ctx, self.protocols)
         http_sock = _bind(s.host, s.http_port)
         metrics_sock = _bind(s.host, s.metrics_port)
-        import grpc
-
-        grpc_server = grpc.aio.server(options=grpc_server_options(s.grpc_max_message_bytes))
-        health = add_grpc_services(grpc_server, self.dataplane, self.metrics)
-        add_tfs_grpc_services(grpc_server, self.dataplane, self.metrics)
         try:
-            grpc_port = grpc_server.add_insecure_port(f"{s.host}:{s.grpc_port}")
-        except RuntimeError:
-            grpc_port = 0
-        if grpc_port == 0:
+            grpc_server, grpc_port = self._grpc_server(mounts)
+        except OSError:
             http_sock.close()
             metrics_sock.close()
-            raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port} (in use?)")
+            raise
         self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1])
-        tfs = tfs_routes(self.dataplane, self.metrics, s.max_request_bytes)
-        rest = V2RestApp(self.dataplane, self.metrics, s.max_request_bytes, extra_routes=tfs)
-        http = _UvicornServer(self._uvicorn_config(rest))
+        http = _UvicornServer(self._uvicorn_config(HttpApp(mounts.http_routes, mounts.http_fast_paths)))
         metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry)))
         await grpc_server.start()
         tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock]))]
@@ -97,20 +94,33 @@ class Gateway:
             s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics, s.model_repository,
         )  # fmt: skip
         await self.manager.load_all()
-        self.metrics.set_known_models(self.manager.names(), self.manager.versions())
-        await health.refresh()
+        await _call_all(mounts.on_ready)
         log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
         health_task = asyncio.create_task(self._health_loop())
         await self._stop.wait()
         health_task.cancel()
         log.info("modelgate draining (grace %.0f s)", s.shutdown_grace_seconds)
-        await health.enter_graceful_shutdown()
+        await _call_all(mounts.on_drain)
         http.should_exit = True
         await asyncio.gather(grpc_server.stop(s.shutdown_grace_seconds), tasks[0])
         metrics.should_exit = True
         await tasks[1]
         await self.manager.unload_all()
         log.info("modelgate stopped")
+
+    def _grpc_server(self, mounts: Mounts) -> tuple[grpc.aio.Server, int]:
+        """A gRPC server with every mounted service, bound to the gRPC port (OSError if it cannot bind)."""
+        s = self.settings
+        server = grpc.aio.server(options=grpc_server_options(s.grpc_max_message_bytes))
+        for install in mounts.grpc_services:
+            install(server)
+        try:
+            port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port} (in use?)")
+        return server, port
 
     async def _health_loop(self) -> None:
         """Feed backend health into per-model readiness until shutdown."""
@@ -130,14 +140,10 @@ class Gateway:
             server_header=False,
         )
 
-    def _on_state(self, served: ServedVersion) -> None:
-        self.metrics.set_model_state(served.model, served.version, served.state.value, _STATES)
-        if served.config is not None and served.config.backend is not None:
-            up = 1 if served.ready else 0
-            self.metrics.backend_up.labels(served.model, str(served.version), served.config.backend).set(up)
-        if served.gate is not None:
-            gate = served.gate
-            self.metrics.queue_depth.labels(served.model, str(served.version)).set_function(lambda: gate.depth)
+
+async def _call_all(hooks: Sequence[Hook]) -> None:
+    for hook in hooks:
+        await hook()
 
 
 def run_until_signal(gateway: Gateway) -> None:

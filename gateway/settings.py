@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[
         int, Field(ge=1024, description="Largest REST body accepted; larger gets 413 before it is read.")
     ] = 64 * MiB
+    max_tensor_bytes: Annotated[
+        int,
+        Field(
+            ge=1024,
+            description="Largest decoded input tensor (declared shape x element size), checked before allocating.",
+        ),
+    ] = 64 * MiB
     grpc_max_message_bytes: Annotated[
         int, Field(ge=1024, description="Largest gRPC message either way (RESOURCE_EXHAUSTED beyond).")
     ] = 64 * MiB

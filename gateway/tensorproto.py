@@ -8,13 +8,14 @@ default and what clients reading ``outputs[...].float_val`` expect.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import numpy as np
 
-from gateway.core.datatypes import numpy_dtype
+from gateway.core.codec.limits import DEFAULT_LIMITS, InputRules, TensorLimits, check_dims, check_shape
+from gateway.core.codec.raw import array_from_raw, array_to_raw, as_bytes
+from gateway.core.codec.values import array_from_field
 from gateway.core.errors import InvalidInput
 from gateway.core.types import Tensor
 from gateway.protos.tfserving.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -41,6 +42,17 @@ TF_DTYPE: Final[Mapping[str, types_pb2.DataType]] = {
     "BYTES": types_pb2.DT_STRING,
 }
 V2_DATATYPE: Final[Mapping[int, str]] = {dtype: name for name, dtype in TF_DTYPE.items()}
+
+#: Each typed field's own element type (narrower datatypes are range-checked when read).
+_FIELD_DTYPE: Final[Mapping[str, np.dtype[Any]]] = {
+    "bool_val": np.dtype(np.bool_),
+    "int_val": np.dtype(np.int32),
+    "int64_val": np.dtype(np.int64),
+    "uint32_val": np.dtype(np.uint32),
+    "uint64_val": np.dtype(np.uint64),
+    "float_val": np.dtype(np.float32),
+    "double_val": np.dtype(np.float64),
+}
 
 #: V2 datatype -> the TensorProto field TensorFlow stores it in (FP16 as bit patterns in half_val).
 VALUE_FIELD: Final[Mapping[str, str]] = {
@@ -76,21 +88,54 @@ def shape_proto(shape: Iterable[int]) -> tensor_shape_pb2.TensorShapeProto:
     return tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape])
 
 
-def tensor_from_proto(name: str, proto: tensor_pb2.TensorProto) -> Tensor:
-    """Decode one request tensor; every problem is an :class:`InvalidInput` naming the input."""
+def tensor_from_proto(
+    name: str, proto: tensor_pb2.TensorProto, rules: InputRules | None = None, limits: TensorLimits = DEFAULT_LIMITS
+) -> Tensor:
+    """Decode one tensor; every problem is an :class:`InvalidInput` naming the input and the rule.
+
+    With ``rules`` (a request for a resolved model), the name, datatype and declared shape are
+    checked against the model before anything is allocated; otherwise only ``limits`` apply.
+    """
     datatype = V2_DATATYPE.get(proto.dtype)
     if datatype is None:
         supported = ", ".join(sorted(tf_dtype_name(d) for d in V2_DATATYPE))
         raise InvalidInput(f"input {name!r}: dtype {tf_dtype_name(proto.dtype)} is not supported ({supported})")
-    shape = _proto_shape(name, proto.tensor_shape)
-    count = math.prod(shape)
-    if datatype == "BYTES":
-        flat = object_array(list(proto.string_val))
-    elif proto.tensor_content:
-        flat = _from_content(name, proto.tensor_content, numpy_dtype(datatype), count)
+    if proto.tensor_shape.unknown_rank:
+        raise InvalidInput(f"input {name!r}: tensor_shape has unknown_rank; send the concrete shape")
+    dims = check_dims(name, [int(d.size) for d in proto.tensor_shape.dim], "tensor_shape")
+    if rules is not None:
+        count = rules.check(name, datatype, list(dims)).count
     else:
-        flat = _from_values(name, proto, datatype)
-    return Tensor(name, datatype, _fill(name, flat, count).reshape(shape))
+        count = check_shape(name, datatype, dims, limits)
+    return Tensor(name, datatype, _values(name, proto, datatype, dims, count).reshape(dims))
+
+
+def _values(name: str, proto: tensor_pb2.TensorProto, datatype: str, dims: tuple[int, ...], count: int) -> np.ndarray:
+    """The flat data: ``tensor_content`` bytes, or the typed field (one value may fill the shape)."""
+    if datatype == "BYTES":
+        return array_from_field(name, datatype, proto.string_val, None, count, "string_val", fill=True)
+    if proto.tensor_content:
+        return array_from_raw(name, datatype, (count,), count, proto.tensor_content, "tensor_content")
+    field = VALUE_FIELD[datatype]
+    values = getattr(proto, field)
+    if datatype == "FP16":  # half_val carries the FP16 bit patterns as integers
+        bits = array_from_field(name, "UINT16", values, np.dtype(np.int32), count, field, fill=True)
+        return bits.view("<f2")
+    return array_from_field(name, datatype, values, _FIELD_DTYPE[field], count, field, fill=True)
+
+
+def tensor_to_content_proto(array: np.ndarray, datatype: str) -> tensor_pb2.TensorProto:
+    """A request TensorProto with raw little-endian bytes in ``tensor_content`` (BYTES in ``string_val``).
+
+    What the ``tfserving`` backend sends: one memory copy instead of one protobuf field per
+    element; TF Serving accepts both forms.
+    """
+    proto = tensor_pb2.TensorProto(dtype=TF_DTYPE[datatype], tensor_shape=shape_proto(array.shape))
+    if datatype == "BYTES":
+        proto.string_val.extend(as_bytes(item) for item in array.reshape(-1))
+    else:
+        proto.tensor_content = array_to_raw(array, datatype)
+    return proto
 
 
 def tensor_to_proto(tensor: Tensor) -> tensor_pb2.TensorProto:
@@ -99,62 +144,9 @@ def tensor_to_proto(tensor: Tensor) -> tensor_pb2.TensorProto:
     flat = tensor.data.reshape(-1)
     field = getattr(proto, VALUE_FIELD[tensor.datatype])
     if tensor.datatype == "BYTES":
-        field.extend(v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in flat)
+        field.extend(as_bytes(v) for v in flat)
     elif tensor.datatype == "FP16":
         field.extend(flat.astype("<f2").view("<u2").tolist())
     else:
         field.extend(flat.tolist())
     return proto
-
-
-def _proto_shape(name: str, shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...]:
-    if shape.unknown_rank:
-        raise InvalidInput(f"input {name!r}: tensor_shape has unknown_rank; send the concrete shape")
-    dims = tuple(int(d.size) for d in shape.dim)
-    if any(d < 0 for d in dims):
-        raise InvalidInput(f"input {name!r}: tensor_shape {list(dims)} has a negative dimension")
-    return dims
-
-
-def _from_content(name: str, content: bytes, dtype: np.dtype[Any], count: int) -> np.ndarray:
-    if len(content) != count * dtype.itemsize:
-        raise InvalidInput(
-            f"input {name!r}: tensor_content has {len(content)} bytes, the shape needs "
-            f"{count} x {dtype.itemsize} = {count * dtype.itemsize}"
-        )
-    return np.frombuffer(content, dtype=dtype)
-
-
-def _from_values(name: str, proto: tensor_pb2.TensorProto, datatype: str) -> np.ndarray:
-    """The typed field as an array (``np.array`` reads a repeated field directly, 25x faster than a list)."""
-    field = VALUE_FIELD[datatype]
-    values = getattr(proto, field)
-    if datatype == "FP16":
-        return _narrowed(name, field, np.array(values, dtype=np.int64), np.dtype("<u2")).view("<f2")
-    dtype = numpy_dtype(datatype)
-    if field == "int_val" and dtype != np.int32:
-        return _narrowed(name, field, np.array(values, dtype=np.int64), dtype)
-    return np.array(values, dtype=dtype)
-
-
-def _narrowed(name: str, field: str, wide: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """Narrow types ride in wider fields (int8 in int_val); a value out of range is the client's error."""
-    info = np.iinfo(dtype.name)
-    if wide.size and (wide.min() < info.min or wide.max() > info.max):
-        raise InvalidInput(f"input {name!r}: {field} holds values outside the range of {dtype.name}")
-    return wide.astype(dtype)
-
-
-def _fill(name: str, flat: np.ndarray, count: int) -> np.ndarray:
-    """TensorFlow's rule: a single value fills the whole shape; otherwise counts must match."""
-    if flat.size == count:
-        return flat
-    if flat.size == 1:
-        return np.repeat(flat, count)
-    raise InvalidInput(f"input {name!r}: the shape needs {count} values, the tensor holds {flat.size}")
-
-
-def object_array(items: Sequence[bytes]) -> np.ndarray:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backends import default_registry
 from gateway.core.dataplane import DataPlane
-from gateway.core.models import ModelManager
-from gateway.core.repository import ModelRepository
-from gateway.metrics import Metrics
+from tests.harness import Served, loaded
 from tests.onnx_models import write_digits_repo, write_model
 
 
@@ -47,10 +44,11 @@ def mixed_repo(_mixed_repo_template: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def dataplane(mixed_repo: Path) -> AsyncIterator[DataPlane]:
-    manager = ModelManager(ModelRepository(mixed_repo), default_registry())
-    metrics = Metrics()
-    await manager.load_all()
-    metrics.set_known_models(manager.names(), manager.versions())
-    yield DataPlane(manager, metrics)
-    await manager.unload_all()
+async def served(mixed_repo: Path) -> AsyncIterator[Served]:
+    async with loaded(mixed_repo) as s:
+        yield s
+
+
+@pytest.fixture
+async def dataplane(served: Served) -> DataPlane:
+    return served.dataplane

@@ -18,10 +18,10 @@ def default_registry() -> BackendRegistry:
     from gateway.backends.torchserve.backend import TorchServeBackend, TorchServeFactory
 
     registry = BackendRegistry()
-    registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)
-    registry.register(TFLiteBackend.name, TFLiteBackend)
-    registry.register(TensorFlowBackend.name, TensorFlowBackend)
-    registry.register(TFServingBackend.name, TFServingBackend)
+    registry.register(OnnxRuntimeBackend)
+    registry.register(TFLiteBackend)
+    registry.register(TensorFlowBackend)
+    registry.register(TFServingBackend)
     # One managed TorchServe is shared by every torchserve version; it starts only when one loads.
-    registry.register(TorchServeBackend.name, TorchServeFactory())
+    registry.register(TorchServeBackend, TorchServeFactory())
     return registry

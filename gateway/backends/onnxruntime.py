@@ -7,20 +7,21 @@ while the event loop keeps decoding the next requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.backend import Backend, ModelVersionSource
-from gateway.core.config import format_validation_error
-from gateway.core.errors import BackendError, ConfigError, InvalidInput
+from gateway.core.errors import BackendError, ConfigError, InvalidInput, first_line
 from gateway.core.signature import merge_signature
 from gateway.core.types import Signature, TensorSpec
 
 ARTIFACT = "model.onnx"
+log = logging.getLogger(__name__)
 
 _ORT_TO_V2 = {
     "tensor(bool)": "BOOL",
@@ -54,15 +55,12 @@ class OnnxRuntimeBackend(Backend):
     """Serves ``<version>/model.onnx`` (or ``artifact:``) with onnxruntime's CPU provider."""
 
     name = "onnxruntime"
+    platform = "onnxruntime_onnx"
+    Parameters = OnnxParameters
+    params: OnnxParameters
 
     def __init__(self, source: ModelVersionSource) -> None:
         super().__init__(source)
-        try:
-            self.params = OnnxParameters.model_validate(source.config.parameters)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"{source.version_dir.parent / 'config.yaml'}: parameters: {format_validation_error(exc)}"
-            ) from None
         self._session: Any = None
         self._executor: ThreadPoolExecutor | None = None
         self._bytes_inputs: frozenset[str] = frozenset()
@@ -89,7 +87,11 @@ class OnnxRuntimeBackend(Backend):
         try:
             results = await loop.run_in_executor(self._executor, self._session.run, list(outputs), feed)
         except Exception as exc:  # onnxruntime raises its own exception types for runtime failures
-            raise BackendError(f"onnxruntime failed on model {self.source.name!r}: {_first_line(exc)}") from None
+            log.warning("onnxruntime failed on %s v%d: %s", self.source.name, self.source.version, first_line(exc))
+            raise BackendError(
+                f"model {self.source.name!r} version {self.source.version}: ONNX Runtime failed while running "
+                "the model (the gateway log has its message)"
+            ) from None
         return {name: _from_ort(value) for name, value in zip(outputs, results, strict=True)}
 
     async def unload_impl(self) -> None:
@@ -112,7 +114,11 @@ class OnnxRuntimeBackend(Backend):
         try:
             return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a corrupt or unsupported model: report it as a load failure
-            raise ConfigError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
+            log.warning("onnxruntime cannot load %s: %s", path, first_line(exc))
+            raise ConfigError(
+                f"{path}: ONNX Runtime cannot load it (not a valid ONNX model, or an unsupported operator or "
+                "opset; the gateway log has its message)"
+            ) from None
 
 
 def _spec(node: Any) -> TensorSpec:
@@ -142,8 +148,3 @@ def _from_ort(value: Any) -> np.ndarray:
         out.reshape(-1)[:] = [s.encode("utf-8") if isinstance(s, str) else s for s in array.ravel()]
         return out
     return array
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

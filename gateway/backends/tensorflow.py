@@ -15,13 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from gateway.backends.worker.supervisor import WorkerBackend, WorkerParameters
-from gateway.core.backend import ModelVersionSource
-from gateway.core.config import format_validation_error
-from gateway.core.datatypes import v2_datatype
-from gateway.core.errors import BackendError, ConfigError, InvalidInput
+from gateway.core.codec.datatypes import v2_datatype
+from gateway.core.errors import BackendError, ConfigError, InvalidInput, first_line
 from gateway.core.types import Signature, TensorSpec
 
 ARTIFACT = "model.savedmodel"
@@ -41,16 +39,10 @@ class TensorFlowBackend(WorkerBackend):
     """Serves ``<version>/model.savedmodel/`` (or ``artifact:``) in a TensorFlow worker process."""
 
     name = "tensorflow"
+    platform = "tensorflow_savedmodel"
+    Parameters = TensorFlowParameters
+    params: TensorFlowParameters
     runtime = "gateway.backends.tensorflow:SavedModelRuntime"
-
-    def __init__(self, source: ModelVersionSource) -> None:
-        super().__init__(source)
-        try:
-            self.params = TensorFlowParameters.model_validate(source.config.parameters)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"{source.version_dir.parent / 'config.yaml'}: parameters: {format_validation_error(exc)}"
-            ) from None
 
     @property
     def worker_parameters(self) -> WorkerParameters:
@@ -86,7 +78,7 @@ class SavedModelRuntime:
         try:
             loaded = tf.saved_model.load(self._path)
         except (OSError, ValueError, tf.errors.OpError) as exc:
-            raise ConfigError(f"{self._path}: TensorFlow cannot load it: {_first_line(exc)}") from None
+            raise ConfigError(f"{self._path}: TensorFlow cannot load it: {first_line(exc)}") from None
         signatures = dict(loaded.signatures)
         if self._signature_name not in signatures:
             raise ConfigError(
@@ -107,9 +99,9 @@ class SavedModelRuntime:
         try:
             results = self._function(**{name: tf.constant(value) for name, value in inputs.items()})
         except tf.errors.InvalidArgumentError as exc:
-            raise InvalidInput(f"TensorFlow rejected the input: {_first_line(exc.message)}") from None
+            raise InvalidInput(f"TensorFlow rejected the input: {first_line(exc.message)}") from None
         except tf.errors.OpError as exc:
-            raise BackendError(f"TensorFlow failed: {_first_line(exc.message)}") from None
+            raise BackendError(f"TensorFlow failed: {first_line(exc.message)}") from None
         return {name: _numpy(results[name]) for name in outputs}
 
 
@@ -134,8 +126,3 @@ def _numpy(tensor: Any) -> np.ndarray:
     if array.dtype.kind == "S":  # fixed-width bytes from a string tensor: V2 BYTES wants objects
         return array.astype(object)
     return array
-
-
-def _first_line(exc: BaseException | str) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "unknown error"

@@ -17,21 +17,22 @@ Names come from the model's signature (the SavedModel names, e.g. ``image`` and
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.backend import Backend, ModelVersionSource
-from gateway.core.config import format_validation_error
-from gateway.core.datatypes import v2_datatype
-from gateway.core.errors import BackendError, ConfigError, InvalidInput
+from gateway.core.codec.datatypes import v2_datatype
+from gateway.core.errors import BackendError, ConfigError, InvalidInput, first_line
 from gateway.core.signature import merge_signature
 from gateway.core.types import Signature, TensorSpec
 
 ARTIFACT = "model.tflite"
+log = logging.getLogger(__name__)
 
 
 class TFLiteParameters(BaseModel):
@@ -49,15 +50,12 @@ class TFLiteBackend(Backend):
     """Serves ``<version>/model.tflite`` (or ``artifact:``) with ``ai_edge_litert``."""
 
     name = "tflite"
+    platform = "tflite"
+    Parameters = TFLiteParameters
+    params: TFLiteParameters
 
     def __init__(self, source: ModelVersionSource) -> None:
         super().__init__(source)
-        try:
-            self.params = TFLiteParameters.model_validate(source.config.parameters)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"{source.version_dir.parent / 'config.yaml'}: parameters: {format_validation_error(exc)}"
-            ) from None
         self._runner: TFLiteRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -101,7 +99,10 @@ class TFLiteRunner:
             interpreter = Interpreter(model_path=self._path, num_threads=self._params.num_threads)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{self._path}: LiteRT cannot load it: {_first_line(exc)}") from None
+            log.warning("LiteRT cannot load %s: %s", self._path, first_line(exc))
+            raise ConfigError(
+                f"{self._path}: LiteRT cannot load it (not a valid TFLite model; the gateway log has its message)"
+            ) from None
         input_details, output_details = self._details(interpreter)
         self._interpreter = interpreter
         self._inputs = {name: int(d["index"]) for name, d in input_details.items()}
@@ -121,10 +122,12 @@ class TFLiteRunner:
             interpreter.invoke()
         except ValueError as exc:  # LiteRT raises ValueError for shapes/values it cannot take
             self._shapes.clear()  # the interpreter's allocation is unknown now: resize next time
-            raise InvalidInput(f"LiteRT rejected the input: {_first_line(exc)}") from None
+            log.info("LiteRT rejected an input: %s", first_line(exc))
+            raise InvalidInput("the model rejected the input's shape or values (LiteRT could not run it)") from None
         except RuntimeError as exc:
             self._shapes.clear()
-            raise BackendError(f"LiteRT failed: {_first_line(exc)}") from None
+            log.warning("LiteRT failed: %s", first_line(exc))
+            raise BackendError("LiteRT failed while running the model (the gateway log has its message)") from None
         return {name: np.array(interpreter.get_tensor(self._outputs[name])) for name in outputs}
 
     def _resize(self, inputs: Mapping[str, np.ndarray]) -> None:
@@ -167,8 +170,3 @@ def _spec(name: str, details: Mapping[str, Any]) -> TensorSpec:
     signature = details.get("shape_signature")
     dims = signature if signature is not None and len(signature) else details["shape"]
     return TensorSpec(name, datatype, tuple(int(d) for d in dims))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

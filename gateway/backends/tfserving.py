@@ -18,18 +18,18 @@ circuit breaker and a bounded retry of connection failures only, inside the mode
 from __future__ import annotations
 
 import abc
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.backends.resilience import CircuitBreaker, Deadline, RetryPolicy, retry
 from gateway.core.backend import Backend, ModelVersionSource
-from gateway.core.config import format_validation_error
-from gateway.core.datatypes import numpy_dtype
+from gateway.core.codec.datatypes import v2_datatype
+from gateway.core.codec.limits import TensorLimits
+from gateway.core.codec.values import array_from_json, array_to_json
 from gateway.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -42,8 +42,11 @@ from gateway.core.errors import (
 )
 from gateway.core.signature import declared_signature, merge_signature
 from gateway.core.types import Signature, TensorSpec
+from gateway.tensorproto import V2_DATATYPE, tensor_from_proto, tensor_to_content_proto
 
 _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: A TF Serving answer is bounded by the gRPC message limit, not by the client-facing tensor limit.
+_RESPONSE_LIMITS = TensorLimits(max_bytes=_MAX_MESSAGE_BYTES)
 
 
 class TFServingParameters(BaseModel):
@@ -81,15 +84,12 @@ class TFServingBackend(Backend):
     """One model version whose inference runs on a TF Serving (or a gateway in that role)."""
 
     name = "tfserving"
+    platform = "tensorflow_savedmodel"
+    Parameters = TFServingParameters
+    params: TFServingParameters
 
     def __init__(self, source: ModelVersionSource) -> None:
         super().__init__(source)
-        try:
-            self.params = TFServingParameters.model_validate(source.config.parameters)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"{source.version_dir.parent / 'config.yaml'}: parameters: {format_validation_error(exc)}"
-            ) from None
         self.remote_name = self.params.model_name or source.name
         endpoint = self.params.address if self.params.protocol == "grpc" else self.params.url
         self._breaker = CircuitBreaker(
@@ -226,7 +226,7 @@ class _GrpcTransport(_Transport):
 
         request = predict_pb2.PredictRequest(model_spec=self._model_spec(), output_filter=[s.name for s in outputs])
         for name, array in inputs.items():
-            request.inputs[name].CopyFrom(tensor_proto(array))
+            request.inputs[name].CopyFrom(tensor_to_content_proto(array, v2_datatype(array.dtype)))
         response = await self._call(self._predict.Predict, request, max(deadline.remaining(), 0.001))
         result = {}
         for spec in outputs:
@@ -281,35 +281,14 @@ def _error_for(what: str, code: str, details: str) -> GatewayError:
     return cls(f"{what}: {details}" if details else f"{what}: {code}")
 
 
-def tensor_proto(array: np.ndarray) -> Any:
-    """A request TensorProto: raw little-endian bytes in ``tensor_content`` (BYTES in ``string_val``).
-
-    Raw content rather than the typed ``*_val`` fields: one memory copy instead of one protobuf
-    field per element, and TF Serving accepts both.
-    """
-    from gateway.core.datatypes import v2_datatype
-    from gateway.protos.tfserving.tensorflow.core.framework import tensor_pb2
-    from gateway.tensorproto import TF_DTYPE, shape_proto
-
-    datatype = v2_datatype(array.dtype)
-    proto = tensor_pb2.TensorProto(dtype=TF_DTYPE[datatype], tensor_shape=shape_proto(array.shape))
-    if datatype == "BYTES":
-        proto.string_val.extend(bytes(item) for item in array.reshape(-1))
-    else:
-        proto.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-    return proto
-
-
 def array_from_proto(name: str, proto: Any) -> np.ndarray:
     """A response tensor as numpy (``tensor_content`` or typed fields, one value filling the shape).
 
-    The front end's decoder does the work; its InvalidInput means TF Serving sent something
-    malformed, which is the backend's failure here, not the client's.
+    The codec's InvalidInput means TF Serving sent something malformed, which is the
+    backend's failure here, not the client's.
     """
-    from gateway.tensorproto import tensor_from_proto
-
     try:
-        return tensor_from_proto(name, proto).data
+        return tensor_from_proto(name, proto, limits=_RESPONSE_LIMITS).data
     except InvalidInput as exc:
         raise BackendError(f"TF Serving returned an unreadable tensor: {exc.message}") from None
 
@@ -319,8 +298,6 @@ def _proto_dims(shape: Any) -> list[int] | None:
 
 
 def _info_spec(name: str, dtype: int, dims: list[int] | None) -> TensorSpec:
-    from gateway.tensorproto import V2_DATATYPE
-
     datatype = V2_DATATYPE.get(int(dtype))
     if datatype is None:
         raise ConfigError(f"TF Serving tensor {name!r} has DataType {dtype}, which has no V2 datatype")
@@ -359,7 +336,7 @@ class _RestTransport(_Transport):
     ) -> dict[str, np.ndarray]:
         payload = {
             "signature_name": self.params.signature_name,
-            "inputs": {name: _json_value(array) for name, array in inputs.items()},
+            "inputs": {name: _json_value(name, array) for name, array in inputs.items()},
         }
         body = await self._request("POST", f"{self._model_url}:predict", payload, max(deadline.remaining(), 0.001))
         if "outputs" not in body:
@@ -370,7 +347,7 @@ class _RestTransport(_Transport):
         for spec in outputs:
             if spec.name not in by_name:
                 raise BackendError(f"{self.backend.describe()} returned no output {spec.name!r}")
-            result[spec.name] = _array_from_json(by_name[spec.name], spec.datatype)
+            result[spec.name] = _array_from_json(spec.name, by_name[spec.name], spec.datatype)
         return result
 
     async def available(self) -> bool:
@@ -424,30 +401,16 @@ def _dtype_number(name: str) -> int:
         return -1
 
 
-def _json_value(array: np.ndarray) -> Any:
+def _json_value(name: str, array: np.ndarray) -> Any:
     """Columnar JSON for one tensor; BYTES elements as {"b64": ...} so any bytes survive."""
-    if array.dtype != object:
-        return array.tolist()
-    flat = [{"b64": base64.b64encode(bytes(item)).decode("ascii")} for item in array.reshape(-1)]
-    return np.array(flat, dtype=object).reshape(array.shape).tolist()
+    return array_to_json(name, array, v2_datatype(array.dtype), b64=True, nested=True)
 
 
-def _array_from_json(value: Any, datatype: str) -> np.ndarray:
-    if datatype != "BYTES":
-        try:
-            return np.array(value, dtype=numpy_dtype(datatype))
-        except (TypeError, ValueError):
-            raise BackendError(f"TF Serving returned values that are not {datatype}") from None
-    items = np.array(value, dtype=object)
-    out = np.empty(items.shape, dtype=object)
-    out.reshape(-1)[:] = [_json_bytes(item) for item in items.reshape(-1)]
-    return out
-
-
-def _json_bytes(item: Any) -> bytes:
-    if isinstance(item, dict) and "b64" in item:
-        return base64.b64decode(item["b64"])
-    return str(item).encode("utf-8")
+def _array_from_json(name: str, value: Any, datatype: str) -> np.ndarray:
+    try:
+        return array_from_json(name, datatype, value, "outputs", b64=True, finite=False)
+    except InvalidInput as exc:
+        raise BackendError(f"TF Serving returned an unreadable tensor: {exc.message}") from None
 
 
 def _safe_to_retry(exc: BaseException) -> bool:

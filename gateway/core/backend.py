@@ -12,12 +12,14 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
-from gateway.core.config import ModelConfig
+from gateway.core.config import ModelConfig, format_validation_error
 from gateway.core.errors import ConfigError
+from gateway.core.events import NO_EVENTS, BackendEvents
 from gateway.core.types import Signature
 
 
@@ -36,27 +38,6 @@ class ModelVersionSource:
         return self.version_dir / (self.config.artifact or default)
 
 
-class BackendEvents(Protocol):
-    """What remote backends report about their calls (the gateway's metrics implement it)."""
-
-    def retry(self, backend: str, endpoint: str) -> None:
-        """A failed call to ``endpoint`` is being tried again."""
-
-    def breaker_state(self, backend: str, endpoint: str, is_open: bool) -> None:
-        """The circuit breaker for ``endpoint`` opened (``True``) or closed again."""
-
-
-class _NoEvents:
-    def retry(self, backend: str, endpoint: str) -> None:
-        return None
-
-    def breaker_state(self, backend: str, endpoint: str, is_open: bool) -> None:
-        return None
-
-
-NO_EVENTS: BackendEvents = _NoEvents()
-
-
 class Backend(abc.ABC):
     """Serves one model version.
 
@@ -65,10 +46,16 @@ class Backend(abc.ABC):
     """
 
     #: Registry name; matches ``backend:`` in config.yaml.
-    name: str = ""
+    name: ClassVar[str] = ""
+    #: The platform string reported in model metadata (Triton's names where one exists).
+    platform: ClassVar[str] = ""
+    #: The pydantic model of ``parameters:`` for this backend (validated once, in ``__init__``).
+    Parameters: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, source: ModelVersionSource) -> None:
         self.source = source
+        if self.Parameters is not None:
+            self.params = parse_parameters(self.Parameters, source)
         self._signature: Signature | None = None
         #: Where retries and breaker changes are reported; the model manager sets it.
         self.events: BackendEvents = NO_EVENTS
@@ -115,6 +102,18 @@ class Backend(abc.ABC):
         return True
 
 
+P = TypeVar("P", bound=BaseModel)
+
+
+def parse_parameters(model: type[P], source: ModelVersionSource) -> P:
+    """``parameters:`` of one version validated against ``model``; a ConfigError names the file and field."""
+    try:
+        return model.model_validate(source.config.parameters)
+    except ValidationError as exc:
+        config = source.version_dir.parent / "config.yaml"
+        raise ConfigError(f"{config}: parameters: {format_validation_error(exc)}") from None
+
+
 BackendFactory = Callable[[ModelVersionSource], Backend]
 
 
@@ -123,11 +122,18 @@ class BackendRegistry:
 
     def __init__(self) -> None:
         self._factories: dict[str, BackendFactory] = {}
+        self._platforms: dict[str, str] = {}
 
-    def register(self, name: str, factory: BackendFactory) -> None:
-        if name in self._factories:
-            raise ValueError(f"backend {name!r} is already registered")
-        self._factories[name] = factory
+    def register(self, backend: type[Backend], factory: BackendFactory | None = None) -> None:
+        """Register ``backend`` under its name (``factory`` defaults to the class itself)."""
+        if backend.name in self._factories:
+            raise ValueError(f"backend {backend.name!r} is already registered")
+        self._factories[backend.name] = factory or backend
+        self._platforms[backend.name] = backend.platform or backend.name
+
+    def platform(self, name: str) -> str:
+        """The platform string of a registered backend (the name itself for an unknown one)."""
+        return self._platforms.get(name, name)
 
     def create(self, source: ModelVersionSource) -> Backend:
         name = source.config.backend or ""

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.core.datatypes import DATATYPES
+from gateway.core.codec.datatypes import DATATYPES
 from gateway.core.errors import ConfigError
 
-#: Model names become URL path segments and metric labels: keep them simple.
+#: Model names and labels become URL path segments and metric labels: keep them simple.
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: A version as clients write it: 1 to 18 ASCII digits, no leading zero (fits an int64).
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
 CONFIG_FILE = "config.yaml"
 
 
@@ -92,7 +94,8 @@ class VersionPolicy(_Strict):
         return ordered[-self.latest :]
 
 
-BackendName = Literal["onnxruntime", "tflite", "tensorflow", "torchserve", "tfserving"]
+#: A backend name: any name the backend registry knows (it rejects unknown ones, listing the known ones).
+BACKEND_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 class VersionConfig(_Strict):
@@ -104,8 +107,12 @@ class VersionConfig(_Strict):
     """
 
     backend: Annotated[
-        BackendName | None,
-        Field(description="Which backend serves this model (required here or in the version's file)."),
+        str | None,
+        Field(
+            pattern=BACKEND_NAME_PATTERN,
+            description="Which backend serves this model (required here or in the version's file); "
+            "one of the gateway's registered backends (onnxruntime, tflite, tensorflow, torchserve, tfserving).",
+        ),
     ] = None
     inputs: Annotated[
         list[TensorConfig] | None,
@@ -163,7 +170,7 @@ class ModelConfig(VersionConfig):
     @classmethod
     def _label_names(cls, value: dict[str, int]) -> dict[str, int]:
         for label in value:
-            if not MODEL_NAME_PATTERN.match(label):
+            if not MODEL_NAME_PATTERN.fullmatch(label):
                 raise ValueError(f"label {label!r} must match {MODEL_NAME_PATTERN.pattern}")
         return value
 

@@ -1,8 +1,11 @@
-"""The protocol-neutral data plane that every adapter (V2 REST/gRPC, TF Serving) calls.
+"""The protocol-neutral data plane: the one door every protocol (V2 REST/gRPC, TF Serving) uses.
 
-It resolves the model version, validates the request against the version's signature,
-passes admission control and the deadline, calls the backend, and assembles the
-response. Adapters only translate wire formats and map :class:`ErrorKind` to status codes.
+A protocol resolves the model its request names once (:meth:`DataPlane.resolve`: unknown
+model, version or label is a 404 before the body is decoded), decodes the body with the
+resolved version's :meth:`DataPlane.input_rules` (limits checked before anything is
+allocated), then calls :meth:`DataPlane.infer` on that same target. The data plane
+validates the request against the signature, passes admission control and the deadline,
+calls the backend and shapes the response. Protocols never see the model manager.
 """
 
 from __future__ import annotations
@@ -12,21 +15,41 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import __version__
-from gateway.core.datatypes import numpy_dtype
+from gateway.core.codec.datatypes import numpy_dtype
+from gateway.core.codec.limits import DEFAULT_LIMITS, InputRules, TensorLimits
 from gateway.core.errors import BackendError, GatewayError, ModelNotReady
+from gateway.core.events import NO_EVENTS, CoreEvents
 from gateway.core.models import ModelManager, ServedVersion, VersionState
 from gateway.core.types import InferRequest, InferResponse, Signature, Tensor, TensorSpec
 from gateway.core.validation import select_outputs, validate_inputs
-from gateway.metrics import Metrics
 
 SERVER_NAME = "modelgate"
 #: V2 extensions this server implements (reported by GET /v2 and ServerMetadata).
 EXTENSIONS = ("binary_tensor_data", "model_repository")
 
 
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """What a request names: a model and at most one of a version (as the client wrote it) or a label."""
+
+    name: str
+    version: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """One version's state as status APIs report it."""
+
+    version: int
+    state: VersionState
+    reason: str
+
+
 @dataclass(slots=True)
 class ModelMetadata:
     name: str
+    version: int
     versions: list[str]
     platform: str
     inputs: list[TensorSpec]
@@ -45,9 +68,12 @@ class ModelMetadata:
 class DataPlane:
     """Health, metadata and inference on top of a :class:`ModelManager`."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
-        self.manager = manager
-        self.metrics = metrics
+    def __init__(
+        self, manager: ModelManager, events: CoreEvents = NO_EVENTS, limits: TensorLimits = DEFAULT_LIMITS
+    ) -> None:
+        self._manager = manager
+        self._events = events
+        self.limits = limits
         self.draining = False
 
     # -- health -------------------------------------------------------------------------
@@ -61,68 +87,87 @@ class DataPlane:
         A model that failed to load does not make the server unready (it is reported per
         model and in the repository index): the others keep serving.
         """
-        return self.manager.loaded and not self.draining
+        return self._manager.loaded and not self.draining
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
-    def model_ready(self, name: str, version: str | None) -> bool:
-        return self.manager.resolve(name, version).ready
+    # -- resolution ---------------------------------------------------------------------
 
-    # -- metadata -----------------------------------------------------------------------
+    def resolve(self, ref: ModelRef) -> ServedVersion:
+        """The served version a request names (400 for a malformed name/version, 404 for an unknown one)."""
+        return self._manager.resolve(ref.name, ref.version, ref.label)
 
-    def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
-        served = self.manager.resolve(name, version)
-        signature = self._signature(served)
-        model = self.manager.get(name)
+    def signature(self, target: ServedVersion) -> Signature:
+        """The target's inputs and outputs; 503 while it cannot serve."""
+        if target.state is not VersionState.READY or target.backend is None:
+            reason = f": {target.reason}" if target.reason else ""
+            raise ModelNotReady(
+                f"model {target.model!r} version {target.version} is {target.state.value.lower()}{reason}"
+            )
+        return target.backend.signature
+
+    def input_rules(self, target: ServedVersion) -> InputRules:
+        """What the target accepts, for decoders to check declared shapes before allocating."""
+        signature = self.signature(target)
+        max_batch = target.config.max_batch_size if target.config is not None else 0
+        return InputRules.for_inputs(signature.inputs, max_batch, self.limits)
+
+    # -- status and metadata ------------------------------------------------------------
+
+    def model_ready(self, ref: ModelRef) -> bool:
+        """Whether the named version can serve; a model that exists but is broken is simply not ready."""
+        try:
+            return self.resolve(ref).ready
+        except ModelNotReady:
+            return False
+
+    def model_metadata(self, target: ServedVersion) -> ModelMetadata:
+        signature = self.signature(target)
+        model = self._manager.get(target.model)
         versions = [str(v) for v, s in sorted(model.versions.items()) if s.ready]
-        platform = (served.config.platform if served.config else None) or _platform(served)
-        return ModelMetadata(name, versions, platform, list(signature.inputs), list(signature.outputs))
+        backend = target.config.backend if target.config is not None else None
+        platform = (target.config.platform if target.config else None) or self._manager.registry.platform(backend or "")
+        return ModelMetadata(
+            target.model, target.version, versions, platform, list(signature.inputs), list(signature.outputs)
+        )
+
+    def model_status(self, ref: ModelRef) -> list[VersionStatus]:
+        """Every version's state when ``ref`` names none, else the one it names (TF Serving's GetModelStatus)."""
+        model = self._manager.get(ref.name)
+        if model.error is not None:
+            raise ModelNotReady(f"model {model.name!r} is unavailable: {model.error}")
+        if ref.version or ref.label:
+            versions = [self.resolve(ref)]
+        else:
+            versions = [model.versions[v] for v in sorted(model.versions)]
+        return [VersionStatus(v.version, v.state, v.reason) for v in versions]
 
     def repository_index(self) -> list[dict[str, Any]]:
-        return self.manager.index()
+        return self._manager.index()
 
     # -- inference ----------------------------------------------------------------------
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate, admit, run with a deadline, and shape the response."""
-        served = self.manager.resolve(request.model_name, request.model_version)
-        return await self.infer_version(served, request)
-
-    async def infer_version(self, served: ServedVersion, request: InferRequest) -> InferResponse:
-        """Inference on an already resolved version (TF Serving labels resolve differently)."""
-        signature = self._signature(served)
-        assert served.config is not None and served.gate is not None and served.call is not None
-        arrays = validate_inputs(request.inputs, signature, served.config.max_batch_size)
+    async def infer(self, target: ServedVersion, request: InferRequest) -> InferResponse:
+        """Validate, admit, run with a deadline, and shape the response (``target`` from :meth:`resolve`)."""
+        signature = self.signature(target)
+        assert target.config is not None and target.gate is not None and target.call is not None
+        arrays = validate_inputs(request.inputs, signature, target.config.max_batch_size)
         wanted = select_outputs(request.outputs, signature)
         names = [spec.name for spec in wanted]
-        call = served.call
+        call = target.call
         started = time.perf_counter()
         try:
-            results = await served.gate.run(lambda: call(arrays, names))
+            results = await target.gate.run(lambda: call(arrays, names))
         except GatewayError as exc:
-            self.metrics.rejections.labels(served.model, exc.kind.value.lower()).inc()
+            self._events.rejected(target.model, exc.kind.value.lower())
             raise
         finally:
-            self.metrics.observe_backend(served.model, served.version, served.config.backend or "",
-                                         time.perf_counter() - started)  # fmt: skip
-        outputs = [_output_tensor(spec, results) for spec in wanted]
-        return InferResponse(served.model, str(served.version), outputs, id=request.id)
-
-    def _signature(self, served: ServedVersion) -> Signature:
-        if served.state is not VersionState.READY or served.backend is None:
-            reason = f": {served.reason}" if served.reason else ""
-            raise ModelNotReady(
-                f"model {served.model!r} version {served.version} is {served.state.value.lower()}{reason}"
+            self._events.backend_call(
+                target.model, target.version, target.config.backend or "", time.perf_counter() - started
             )
-        return served.backend.signature
-
-
-def _platform(served: ServedVersion) -> str:
-    backend = served.config.backend if served.config else ""
-    return {"onnxruntime": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel", "tflite": "tflite"}.get(
-        backend or "", backend or ""
-    )
+        outputs = [_output_tensor(spec, results) for spec in wanted]
+        return InferResponse(target.model, str(target.version), outputs, id=request.id)
 
 
 def _output_tensor(spec: TensorSpec, results: dict[str, Any]) -> Tensor:

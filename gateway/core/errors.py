@@ -101,6 +101,12 @@ class ConfigError(Exception):
     """
 
 
+def first_line(exc: BaseException | str) -> str:
+    """The first line of an exception's text, for logs (clients get the gateway's own words)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else (type(exc).__name__ if isinstance(exc, BaseException) else "")
+
+
 _CLIENT_KINDS = frozenset(
     {
         ErrorKind.INVALID_ARGUMENT,

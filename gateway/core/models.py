@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.backend import NO_EVENTS, Backend, BackendEvents, BackendRegistry
+from gateway.core.backend import Backend, BackendRegistry
 from gateway.core.batching import DynamicBatcher, InferFn
-from gateway.core.config import ModelConfig
-from gateway.core.errors import ConfigError, GatewayError, ModelNotFound, ModelNotReady
+from gateway.core.config import MODEL_NAME_PATTERN, VERSION_PATTERN, ModelConfig
+from gateway.core.errors import ConfigError, GatewayError, InvalidInput, ModelNotFound, ModelNotReady
+from gateway.core.events import NO_EVENTS, CoreEvents
 from gateway.core.repository import ModelEntry, ModelRepository
 from gateway.core.scheduler import ModelGate
 
@@ -73,7 +73,13 @@ class ServedModel:
         return max(self.versions.values(), key=lambda v: v.version)
 
 
-StateListener = Callable[[ServedVersion], None]
+#: Longest model name or label echoed back in an error message.
+_ECHO_LIMIT = 64
+
+
+def echo(text: str) -> str:
+    """A client-supplied name as it may appear in an error message: repr'd and truncated."""
+    return repr(text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "...")
 
 
 def _caller(backend: Backend, config: ModelConfig) -> InferFn:
@@ -91,12 +97,10 @@ class ModelManager:
         self,
         repository: ModelRepository,
         registry: BackendRegistry,
-        listener: StateListener | None = None,
-        events: BackendEvents = NO_EVENTS,
+        events: CoreEvents = NO_EVENTS,
     ) -> None:
         self.repository = repository
         self.registry = registry
-        self._listener = listener
         self._events = events
         self._models: dict[str, ServedModel] = {}
         self.loaded = False
@@ -110,6 +114,7 @@ class ModelManager:
         await self.plan_all()
         pending = [v for m in self._models.values() for v in m.versions.values() if v.state is VersionState.LOADING]
         await asyncio.gather(*(self._load(v) for v in pending))
+        self._events.served_versions(self.versions())
         self.loaded = True
 
     async def unload_all(self) -> None:
@@ -127,25 +132,42 @@ class ModelManager:
         try:
             return self._models[name]
         except KeyError:
-            raise ModelNotFound(f"unknown model {name!r}") from None
+            if not MODEL_NAME_PATTERN.fullmatch(name):
+                raise InvalidInput(
+                    f"model name {echo(name)} is not valid (names match {MODEL_NAME_PATTERN.pattern})"
+                ) from None
+            raise ModelNotFound(f"unknown model {echo(name)}") from None
 
-    def resolve(self, name: str, version: str | None) -> ServedVersion:
-        """The version a request names ('' or None: the default); raises 404/503 errors."""
+    def resolve(self, name: str, version: str | None = None, label: str | None = None) -> ServedVersion:
+        """The version a request names: a version number, a label, or neither (the default).
+
+        Versions are 1 to 18 ASCII digits without a leading zero; anything else is a 400, an
+        unknown model, version or label a 404.
+        """
         model = self.get(name)
+        if label:
+            return self._by_label(model, label)
         if not version:
             return model.default_version()
-        if not version.isdigit():
-            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions are positive integers)")
+        if not VERSION_PATTERN.fullmatch(version):
+            raise InvalidInput(
+                f"version {echo(version)} of model {name!r} is not valid (1 to 18 ASCII digits without a leading zero)"
+            )
         served = model.versions.get(int(version))
         if served is None:
             raise ModelNotFound(f"model {name!r} has no served version {version} (served: {sorted(model.versions)})")
         return served
 
     def resolve_label(self, name: str, label: str) -> ServedVersion:
-        model = self.get(name)
+        return self._by_label(self.get(name), label)
+
+    @staticmethod
+    def _by_label(model: ServedModel, label: str) -> ServedVersion:
         labels = model.config.labels if model.config is not None else {}
         if label not in labels:
-            raise ModelNotFound(f"model {name!r} has no label {label!r} (labels: {sorted(labels)})")
+            if not MODEL_NAME_PATTERN.fullmatch(label):
+                raise InvalidInput(f"label {echo(label)} is not valid (labels match {MODEL_NAME_PATTERN.pattern})")
+            raise ModelNotFound(f"model {model.name!r} has no label {echo(label)} (labels: {sorted(labels)})")
         return model.versions[labels[label]]
 
     def index(self) -> list[dict[str, Any]]:
@@ -214,8 +236,10 @@ class ModelManager:
             log.warning("model %s version %d failed to load: %s", served.model, served.version, exc)
             self._set(served, VersionState.UNAVAILABLE, self.repository.relative(f"failed to load: {exc}"))
             return
-        served.gate = ModelGate(served.model, served.config.max_queue_size, served.config.timeout_seconds)
+        gate = ModelGate(served.model, served.config.max_queue_size, served.config.timeout_seconds)
+        served.gate = gate
         served.call = _caller(served.backend, served.config)
+        self._events.queue_depth(served.model, served.version, lambda: gate.depth)
         self._set(served, VersionState.READY, "")
         log.info("model %s version %d is ready (%s)", served.model, served.version, served.config.backend)
 
@@ -231,5 +255,6 @@ class ModelManager:
     def _set(self, served: ServedVersion, state: VersionState, reason: str) -> None:
         served.state = state
         served.reason = reason
-        if self._listener is not None:
-            self._listener(served)
+        backend = served.config.backend if served.config is not None else None
+        if backend:
+            self._events.version_state(served.model, served.version, backend, state.value, served.ready)

@@ -13,6 +13,7 @@ from gateway.core.backend import ModelVersionSource
 from gateway.core.config import (
     CONFIG_FILE,
     MODEL_NAME_PATTERN,
+    VERSION_PATTERN,
     ModelConfig,
     load_model_config,
     load_version_config,
@@ -70,7 +71,7 @@ class ModelRepository:
 def scan_model(path: Path) -> ModelEntry:
     """Validate one model directory; problems are recorded, not raised."""
     entry = ModelEntry(name=path.name, path=path)
-    if not MODEL_NAME_PATTERN.match(path.name):
+    if not MODEL_NAME_PATTERN.fullmatch(path.name):
         entry.error = f"{path}: model name must match {MODEL_NAME_PATTERN.pattern}"
         return entry
     config_path = path / CONFIG_FILE
@@ -87,7 +88,7 @@ def scan_model(path: Path) -> ModelEntry:
 
 
 def _select_versions(path: Path, config: ModelConfig) -> list[VersionEntry]:
-    available = [int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+    available = [int(p.name) for p in path.iterdir() if p.is_dir() and VERSION_PATTERN.fullmatch(p.name)]
     if not available:
         raise ConfigError(f"{path}: no version directories (expected numbered folders like {path}/1/)")
     selected = config.version_policy.select(available)

@@ -11,22 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from gateway.core.errors import GatewayError
-from gateway.metrics import Metrics, outcome_of
+from gateway.metrics import Metrics, RequestLabels, outcome_of
 from gateway.protocols.http import Scope, Send, respond
 from gateway.protocols.http_errors import error_body, error_headers, error_status
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class RequestLabels:
-    """Metric labels of one request; the handler fills in the version once it is resolved."""
-
-    model: str
-    version: str = ""
 
 
 async def measured(

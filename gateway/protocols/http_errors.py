@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 from gateway.core.errors import ErrorKind, GatewayError
 
@@ -33,3 +36,13 @@ def error_headers(exc: GatewayError) -> list[tuple[bytes, bytes]]:
     if exc.retry_after is None:
         return []
     return [(b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode())]
+
+
+def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+
+
+def gateway_error_response(exc: GatewayError) -> Response:
+    headers = {k.decode(): v.decode() for k, v in error_headers(exc)}
+    return Response(error_body(exc.message), status_code=error_status(exc), media_type="application/json",
+                    headers=headers)  # fmt: skip

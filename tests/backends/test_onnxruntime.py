@@ -60,6 +60,6 @@ async def test_config_naming_a_tensor_the_graph_lacks(tmp_path: Path) -> None:
 
 
 def _dtype(datatype: str) -> np.dtype[np.generic]:
-    from gateway.core.datatypes import numpy_dtype
+    from gateway.core.codec.datatypes import numpy_dtype
 
     return numpy_dtype(datatype)

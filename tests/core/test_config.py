@@ -28,7 +28,7 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "field"),
     [
-        ("backend: caffe\n", "backend"),
+        ("backend: Caffe!\n", "backend"),
         ("backend: onnxruntime\ninputs: [{name: x, datatype: FP33, shape: [1]}]\n", "inputs.0.datatype"),
         ("backend: onnxruntime\ninputs: [{name: x, datatype: FP32, shape: [0, 2]}]\n", "inputs.0.shape"),
         ("backend: onnxruntime\nversion_policy: {latest: 1, all: true}\n", "version_policy"),

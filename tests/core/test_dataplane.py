@@ -1,42 +1,71 @@
-"""The data plane on real ONNX models (no protocol in between)."""
+"""The data plane, the one door into the core, on a fake backend (no runtime, no protocol)."""
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from sklearn.datasets import load_digits
 
-from gateway.backends import default_registry
-from gateway.core.dataplane import DataPlane
-from gateway.core.errors import InvalidInput, ModelNotFound, ModelNotReady
-from gateway.core.models import ModelManager
+from gateway.core.codec.limits import TensorLimits
+from gateway.core.dataplane import DataPlane, ModelRef
+from gateway.core.errors import BackendError, InvalidInput, ModelNotFound, ModelNotReady
+from gateway.core.models import ModelManager, VersionState
 from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, RequestedOutput, Tensor
-from gateway.metrics import Metrics
+from tests.core.fakes import ALL_TYPES, RecordingEvents, echo_config, fake_registry, types_config, write_fake_model
 
 pytestmark = pytest.mark.anyio
 
 
-def digits(n: int) -> np.ndarray:
-    return load_digits().data[:n].astype(np.float32)
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    write_fake_model(
+        tmp_path,
+        "echo",
+        echo_config(extra="labels: {stable: 1, canary: 2}\ndefault_version: 1\nversion_policy: {all: true}\n"),
+        versions=(1, 2),
+    )
+    write_fake_model(tmp_path, "types", types_config())
+    write_fake_model(tmp_path, "failing", echo_config(extra="parameters: {fail_infer: true}\n"))
+    write_fake_model(tmp_path, "unloadable", echo_config(extra="parameters: {fail_load: cannot load it}\n"))
+    write_fake_model(tmp_path, "broken", "backend: fake\nmax_batch_size: -3\n")
+    return tmp_path
 
 
-async def test_infer_matches_onnxruntime_directly(dataplane: DataPlane, mixed_repo: Path) -> None:
-    x = digits(5)
-    response = await dataplane.infer(InferRequest("digits_mlp", [Tensor("pixels", "FP32", x)], id="r1"))
-    expected = ort.InferenceSession(str(mixed_repo / "digits_mlp/1/model.onnx")).run(None, {"pixels": x})[0]
+@pytest.fixture
+async def events() -> RecordingEvents:
+    return RecordingEvents()
+
+
+@pytest.fixture
+async def plane(repo: Path, events: RecordingEvents) -> AsyncIterator[DataPlane]:
+    manager = ModelManager(ModelRepository(repo), fake_registry(), events)
+    await manager.load_all()
+    yield DataPlane(manager, events, TensorLimits(1 << 20))
+    await manager.unload_all()
+
+
+def x(rows: int = 2) -> Tensor:
+    return Tensor("x", "FP32", np.arange(rows * 3, dtype=np.float32).reshape(rows, 3))
+
+
+async def infer(plane: DataPlane, ref: ModelRef, request: InferRequest) -> list[Tensor]:
+    return (await plane.infer(plane.resolve(ref), request)).outputs
+
+
+async def test_infer_through_the_door(plane: DataPlane, events: RecordingEvents) -> None:
+    target = plane.resolve(ModelRef("echo"))
+    response = await plane.infer(target, InferRequest("echo", [x()], id="r1"))
     (out,) = response.outputs
-    assert (out.name, out.datatype, out.shape) == ("probs", "FP32", (5, 10))
-    np.testing.assert_allclose(out.data, expected, rtol=1e-6)
+    assert (out.name, out.datatype, out.shape) == ("y", "FP32", (2, 3))
+    assert out.data.tolist() == x().data.tolist()
     assert response.id == "r1" and response.model_version == "1"
-    assert (out.data.argmax(1) == load_digits().target[:5]).all()
+    assert events.named("backend_call") == [("echo", 1, "fake")]
 
 
-async def test_every_datatype_passes_through_identity(dataplane: DataPlane) -> None:
+async def test_every_datatype_passes_through(plane: DataPlane) -> None:
     values = {
         "BOOL": np.array([[True, False]]),
-        "UINT8": np.array([[0, 255]], np.uint8),
         "UINT64": np.array([[0, 2**64 - 1]], np.uint64),
         "INT8": np.array([[-128, 127]], np.int8),
         "INT64": np.array([[-(2**63), 2**63 - 1]], np.int64),
@@ -44,104 +73,118 @@ async def test_every_datatype_passes_through_identity(dataplane: DataPlane) -> N
         "FP64": np.array([[1e-300, 3.5]], np.float64),
         "BYTES": np.array([[b"hello", b"\xc3\xa9t\xc3\xa9"]], dtype=object),
     }
-    for name in ("UINT16", "UINT32", "INT16", "INT32", "FP32"):
-        values[name] = np.array([[1, 2]], dtype=_np(name))
-    inputs = [Tensor(f"in_{t}", t, v) for t, v in values.items()]
-    response = await dataplane.infer(InferRequest("types", inputs))
-    got = {o.name: o for o in response.outputs}
+    for name in ("UINT8", "UINT16", "UINT32", "INT16", "INT32", "FP32"):
+        values[name] = np.array([[1, 2]]).astype(np.dtype(name.lower().replace("fp", "float")))
+    inputs = [Tensor(f"in_{t}", t, values[t]) for t in ALL_TYPES]
+    outputs = {o.name: o for o in await infer(plane, ModelRef("types"), InferRequest("types", inputs))}
     for t, v in values.items():
-        assert got[f"out_{t}"].datatype == t
-        assert got[f"out_{t}"].data.tolist() == v.tolist()
+        assert outputs[f"out_{t}"].datatype == t and outputs[f"out_{t}"].data.tolist() == v.tolist()
 
 
-async def test_requested_output_subset(dataplane: DataPlane) -> None:
-    inputs = [Tensor(f"in_{t}", t, np.zeros((1, 1), dtype=object if t == "BYTES" else _np(t))) for t in _TYPES]
+async def test_requested_output_subset(plane: DataPlane) -> None:
+    inputs = [Tensor(f"in_{t}", t, np.zeros((1, 1), dtype=object if t == "BYTES" else np.float64)) for t in ALL_TYPES]
     for tensor in inputs:
         if tensor.datatype == "BYTES":
             tensor.data[0, 0] = b"x"
-    response = await dataplane.infer(InferRequest("types", inputs, outputs=[RequestedOutput("out_INT8")]))
-    assert [o.name for o in response.outputs] == ["out_INT8"]
+        else:
+            tensor.data = tensor.data.astype(np.dtype(tensor.datatype.lower().replace("fp", "float")))
+    request = InferRequest("types", inputs, outputs=[RequestedOutput("out_INT8")])
+    assert [o.name for o in await infer(plane, ModelRef("types"), request)] == ["out_INT8"]
+    request.outputs = [RequestedOutput("nope")]
+    with pytest.raises(InvalidInput, match="unknown output 'nope'"):
+        await infer(plane, ModelRef("types"), request)
 
 
-async def test_errors(dataplane: DataPlane) -> None:
-    good = [Tensor("pixels", "FP32", digits(1))]
-    with pytest.raises(ModelNotFound, match="unknown model 'nope'"):
-        await dataplane.infer(InferRequest("nope", good))
-    with pytest.raises(ModelNotFound, match="no served version 9"):
-        await dataplane.infer(InferRequest("digits_mlp", good, model_version="9"))
-    with pytest.raises(ModelNotReady, match="max_batch_size"):
-        await dataplane.infer(InferRequest("broken", good))
+@pytest.mark.parametrize(
+    ("ref", "error", "message"),
+    [
+        (ModelRef("nope"), ModelNotFound, "unknown model 'nope'"),
+        (ModelRef("echo", "9"), ModelNotFound, "no served version 9"),
+        (ModelRef("echo", label="prod"), ModelNotFound, "no label 'prod'"),
+        (ModelRef("echo", "01"), InvalidInput, "version '01' of model 'echo' is not valid"),
+        (ModelRef("echo", "%31"), InvalidInput, "is not valid"),
+        (ModelRef("echo", "\uff11"), InvalidInput, "is not valid"),
+        (ModelRef("echo", "0"), InvalidInput, "is not valid"),
+        (ModelRef("echo", "1" * 4301), InvalidInput, "is not valid"),
+        (ModelRef("echo", "1" * 19), InvalidInput, "1 to 18 ASCII digits"),
+        (ModelRef("bad/name"), InvalidInput, "model name 'bad/name' is not valid"),
+        (ModelRef("echo", label="bad label"), InvalidInput, "label 'bad label' is not valid"),
+    ],
+)
+async def test_resolution_errors(plane: DataPlane, ref: ModelRef, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        plane.resolve(ref)
+
+
+async def test_names_echoed_in_errors_are_truncated(plane: DataPlane) -> None:
+    with pytest.raises(InvalidInput, match="model name 'mmm") as info:
+        plane.resolve(ModelRef("m" * 10_000))
+    assert len(info.value.message) < 200
+    with pytest.raises(InvalidInput) as bad:
+        plane.resolve(ModelRef("echo", "1" * 10_000))
+    assert len(bad.value.message) < 200
+
+
+async def test_labels_and_default_version(plane: DataPlane) -> None:
+    assert plane.resolve(ModelRef("echo")).version == 1
+    assert plane.resolve(ModelRef("echo", label="canary")).version == 2
+    outputs = await plane.infer(plane.resolve(ModelRef("echo", "2")), InferRequest("echo", [x()]))
+    assert outputs.model_version == "2"
+    assert plane.model_metadata(plane.resolve(ModelRef("echo"))).versions == ["1", "2"]
+
+
+async def test_input_rules_come_from_the_resolved_version(plane: DataPlane) -> None:
+    rules = plane.input_rules(plane.resolve(ModelRef("echo")))
+    assert rules.max_batch_size == 8 and rules.limits.max_bytes == 1 << 20
+    with pytest.raises(InvalidInput, match="batch size 9 is over max_batch_size 8"):
+        rules.check("x", "FP32", [9, 3])
+
+
+async def test_validation_before_the_backend(plane: DataPlane, events: RecordingEvents) -> None:
+    target = plane.resolve(ModelRef("echo"))
     with pytest.raises(InvalidInput, match="datatype FP64"):
-        await dataplane.infer(InferRequest("digits_mlp", [Tensor("pixels", "FP64", digits(1).astype(np.float64))]))
+        await plane.infer(target, InferRequest("echo", [Tensor("x", "FP64", np.zeros((1, 3)))]))
+    with pytest.raises(InvalidInput, match="missing inputs"):
+        await plane.infer(target, InferRequest("echo", []))
+    assert events.named("backend_call") == []
 
 
-async def test_broken_model_is_reported_and_others_serve(dataplane: DataPlane) -> None:
-    rows = {r["name"]: r for r in dataplane.repository_index()}
+async def test_broken_and_unloadable_models_are_reported_and_others_serve(plane: DataPlane) -> None:
+    rows = {r["name"]: r for r in plane.repository_index()}
     assert rows["broken"]["state"] == "UNAVAILABLE" and "max_batch_size" in rows["broken"]["reason"]
-    assert rows["digits_mlp"]["state"] == "READY"
-    assert dataplane.ready() and dataplane.model_ready("digits_mlp", None)
+    assert rows["unloadable"]["state"] == "UNAVAILABLE" and "cannot load it" in rows["unloadable"]["reason"]
+    assert rows["echo"]["state"] == "READY"
+    assert plane.ready() and plane.model_ready(ModelRef("echo"))
+    assert not plane.model_ready(ModelRef("broken")) and not plane.model_ready(ModelRef("unloadable"))
+    with pytest.raises(ModelNotReady, match="unavailable: failed to load: cannot load it"):
+        plane.input_rules(plane.resolve(ModelRef("unloadable")))
+
+
+async def test_backend_failures_are_reported_as_events(plane: DataPlane, events: RecordingEvents) -> None:
+    with pytest.raises(BackendError):
+        await infer(plane, ModelRef("failing"), InferRequest("failing", [x()]))
+    assert events.named("rejected") == [("failing", "internal")]
+
+
+async def test_metadata_platform_comes_from_the_registry(plane: DataPlane) -> None:
+    meta = plane.model_metadata(plane.resolve(ModelRef("echo"))).to_dict()
+    assert meta["platform"] == "fake_platform"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
+
+
+async def test_model_status_lists_versions(plane: DataPlane) -> None:
+    assert [(s.version, s.state) for s in plane.model_status(ModelRef("echo"))] == [
+        (1, VersionState.READY),
+        (2, VersionState.READY),
+    ]
+    assert [s.version for s in plane.model_status(ModelRef("echo", label="canary"))] == [2]
     with pytest.raises(ModelNotReady):
-        dataplane.model_ready("broken", None)
+        plane.model_status(ModelRef("broken"))
 
 
-async def test_config_contradicting_the_graph_fails_to_load(tmp_path: Path, mixed_repo: Path) -> None:
-    config = mixed_repo / "digits_mlp" / "config.yaml"
-    config.write_text(config.read_text().replace("[-1, 64]", "[-1, 65]"))
-    manager = ModelManager(ModelRepository(mixed_repo), default_registry())
-    await manager.load_all()
-    row = next(r for r in manager.index() if r["name"] == "digits_mlp")
-    assert row["state"] == "UNAVAILABLE" and "artifact says [-1, 64]" in row["reason"]
-    await manager.unload_all()
-
-
-async def test_metadata_comes_from_the_graph_when_config_omits_it(dataplane: DataPlane) -> None:
-    meta = dataplane.model_metadata("types", "1").to_dict()
-    assert meta["platform"] == "onnxruntime_onnx" and meta["versions"] == ["1"]
-    assert {"name": "in_FP16", "datatype": "FP16", "shape": [-1, -1]} in meta["inputs"]
-
-
-async def test_labels_and_default_version(tmp_path: Path, mixed_repo: Path) -> None:
-    model = mixed_repo / "digits_mlp"
-    (model / "2").mkdir()
-    (model / "2" / "model.onnx").write_bytes((model / "1" / "model.onnx").read_bytes())
-    config = model / "config.yaml"
-    config.write_text(
-        config.read_text().replace("{latest: 1}", "{all: true}") + "labels: {stable: 1}\ndefault_version: 1\n"
-    )
-    manager = ModelManager(ModelRepository(mixed_repo), default_registry())
-    await manager.load_all()
-    plane = DataPlane(manager, Metrics())
-    assert plane.model_metadata("digits_mlp", None).versions == ["1", "2"]
-    assert manager.resolve("digits_mlp", None).version == 1
-    assert manager.resolve_label("digits_mlp", "stable").version == 1
-    response = await plane.infer(InferRequest("digits_mlp", [Tensor("pixels", "FP32", digits(1))], model_version="2"))
-    assert response.model_version == "2"
-    await manager.unload_all()
-
-
-_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64",
-          "BYTES"]  # fmt: skip
-
-
-def _np(t: str) -> np.dtype[np.generic]:
-    from gateway.core.datatypes import numpy_dtype
-
-    return numpy_dtype(t)
-
-
-async def test_dynamic_batching_answers_each_request_with_its_own_rows(mixed_repo: Path) -> None:
-    config = mixed_repo / "digits_mlp" / "config.yaml"
-    config.write_text(config.read_text() + "dynamic_batching: {concurrency: 1}\n")
-    manager = ModelManager(ModelRepository(mixed_repo), default_registry())
-    await manager.load_all()
-    plane = DataPlane(manager, Metrics())
-    x = digits(40)
-    requests = [InferRequest("digits_mlp", [Tensor("pixels", "FP32", x[i : i + 1 + i % 3])]) for i in range(30)]
-    import asyncio
-
-    responses = await asyncio.gather(*(plane.infer(r) for r in requests))
-    session = ort.InferenceSession(str(mixed_repo / "digits_mlp/1/model.onnx"))
-    for request, response in zip(requests, responses, strict=True):
-        expected = session.run(None, {"pixels": request.inputs[0].data})[0]
-        np.testing.assert_allclose(response.outputs[0].data, expected, rtol=1e-5, atol=1e-6)
-    await manager.unload_all()
+async def test_state_events_and_served_versions(events: RecordingEvents, plane: DataPlane) -> None:
+    assert ("echo", 1, "fake", "READY", True) in events.named("version_state")
+    assert ("unloadable", 1, "fake", "UNAVAILABLE", False) in events.named("version_state")
+    (served,) = events.named("served_versions")
+    assert served[0]["echo"] == ["1", "2"]
+    assert events.depths[("echo", 1)]() == 0

@@ -12,6 +12,7 @@ from gateway.core.repository import ModelRepository
 from gateway.core.signature import declared_signature
 from gateway.core.types import Signature
 from gateway.metrics import Metrics
+from tests.core.fakes import RecordingEvents
 
 pytestmark = pytest.mark.anyio
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.anyio
 class FileHealthBackend(Backend):
     """Healthy while ``<version>/healthy`` exists: lets a test flip health without timing."""
 
-    name = "onnxruntime"
+    name = "filehealth"
 
     async def load_impl(self) -> Signature:
         return declared_signature(self.source.name, self.source.config)
@@ -32,7 +33,7 @@ class FileHealthBackend(Backend):
         return (self.source.version_dir / "healthy").exists()
 
 
-CONFIG = """backend: onnxruntime
+CONFIG = """backend: filehealth
 inputs: [{name: x, datatype: FP32, shape: [-1]}]
 outputs: [{name: y, datatype: FP32, shape: [-1]}]
 """
@@ -44,9 +45,9 @@ async def test_health_checks_flip_readiness_both_ways(tmp_path: Path) -> None:
     flag = tmp_path / "m" / "1" / "healthy"
     flag.touch()
     registry = BackendRegistry()
-    registry.register("onnxruntime", FileHealthBackend)
-    seen: list[str] = []
-    manager = ModelManager(ModelRepository(tmp_path), registry, lambda v: seen.append(v.state.value))
+    registry.register(FileHealthBackend)
+    events = RecordingEvents()
+    manager = ModelManager(ModelRepository(tmp_path), registry, events)
     await manager.load_all()
     served = manager.resolve("m", None)
     assert served.ready
@@ -56,14 +57,14 @@ async def test_health_checks_flip_readiness_both_ways(tmp_path: Path) -> None:
     flag.touch()
     await manager.check_health()
     assert served.ready
-    assert seen == ["READY", "UNAVAILABLE", "READY"]
+    assert [call[3] for call in events.named("version_state")] == ["READY", "UNAVAILABLE", "READY"]
 
 
 async def test_unhealthy_versions_are_unloaded_at_shutdown(tmp_path: Path) -> None:
     (tmp_path / "m" / "1").mkdir(parents=True)
     (tmp_path / "m" / "config.yaml").write_text(CONFIG)
     registry = BackendRegistry()
-    registry.register("onnxruntime", FileHealthBackend)
+    registry.register(FileHealthBackend)
     manager = ModelManager(ModelRepository(tmp_path), registry)
     await manager.load_all()
     await manager.check_health()  # no "healthy" file: the loaded version turns unhealthy
@@ -80,14 +81,14 @@ async def test_unknown_backend_is_unavailable_not_fatal(tmp_path: Path) -> None:
     manager = ModelManager(ModelRepository(tmp_path), BackendRegistry())
     await manager.load_all()
     (row,) = manager.index()
-    assert row["state"] == "UNAVAILABLE" and "backend 'onnxruntime' is not available" in row["reason"]
+    assert row["state"] == "UNAVAILABLE" and "backend 'filehealth' is not available in this gateway (available: )" in row["reason"]
 
 
 async def test_backend_events_reach_the_metrics(tmp_path: Path) -> None:
     (tmp_path / "m" / "1").mkdir(parents=True)
     (tmp_path / "m" / "config.yaml").write_text(CONFIG)
     registry = BackendRegistry()
-    registry.register("onnxruntime", FileHealthBackend)
+    registry.register(FileHealthBackend)
     metrics = Metrics()
     manager = ModelManager(ModelRepository(tmp_path), registry, events=metrics)
     await manager.load_all()

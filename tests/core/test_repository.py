@@ -33,7 +33,7 @@ def test_scan_validates_each_model_independently(tmp_path: Path) -> None:
 def test_policy_picks_versions_and_version_configs_apply(tmp_path: Path) -> None:
     model(tmp_path, "m", "backend: onnxruntime\nversion_policy: {latest: 2}\n", versions=(1, 2, 3))
     (tmp_path / "m" / "3" / "config.yaml").write_text("backend: tflite\n", encoding="utf-8")
-    (tmp_path / "m" / "2" / "config.yaml").write_text("backend: nope\n", encoding="utf-8")
+    (tmp_path / "m" / "2" / "config.yaml").write_text("backend: No-pe\n", encoding="utf-8")
     (entry,) = ModelRepository(tmp_path).scan()
     by_version = {v.version: v for v in entry.versions}
     assert sorted(by_version) == [2, 3]

@@ -115,7 +115,7 @@ def test_metrics_endpoint(server: ServerProcess) -> None:
 def test_tf_serving_rest_and_grpc(
     server: ServerProcess, demo_repo: Path, digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    from gateway.core.datatypes import numpy_dtype
+    from gateway.core.codec.datatypes import numpy_dtype
     from gateway.core.types import Tensor
     from gateway.protos.tfserving.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
     from gateway.tensorproto import tensor_from_proto, tensor_to_proto

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.core.datatypes import V2_TO_NUMPY
+from gateway.core.codec.datatypes import V2_TO_NUMPY
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from gateway.protocols.v2.grpc_codec import (

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from demo.digits import load_digits_split
 from gateway.backends import default_registry
 from gateway.core.dataplane import DataPlane
-from gateway.core.datatypes import V2_TO_NUMPY
+from gateway.core.codec.datatypes import V2_TO_NUMPY
 from gateway.core.errors import (
     BackendError,
     BackendUnavailable,

@@ -12,15 +12,16 @@ import pytest
 from sklearn.datasets import load_digits
 
 from gateway.core.dataplane import DataPlane
-from gateway.protocols.v2.rest_api import V2RestApp, infer_target
+from gateway.protocols.v2.rest_api import infer_target
+from tests.harness import Served
 
 pytestmark = pytest.mark.anyio
 LIMIT = 64 * 1024
 
 
 @pytest.fixture
-async def client(dataplane: DataPlane) -> AsyncIterator[httpx.AsyncClient]:
-    app = V2RestApp(dataplane, dataplane.metrics, max_body_bytes=LIMIT)
+async def client(served: Served) -> AsyncIterator[httpx.AsyncClient]:
+    app = served.http_app(LIMIT)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         yield c
 
@@ -128,7 +129,7 @@ async def test_every_datatype_round_trips_as_json_and_binary(client: httpx.Async
     assert r.status_code == 200, r.text
     assert {o["name"][4:]: o["data"] for o in r.json()["outputs"]} == values
     # Binary: BYTES as 4-byte length prefixes, numbers little-endian, both directions.
-    from gateway.core.datatypes import numpy_dtype
+    from gateway.core.codec.datatypes import numpy_dtype
 
     chunks, binary_inputs = [], []
     for t, v in values.items():
@@ -149,7 +150,10 @@ async def test_every_datatype_round_trips_as_json_and_binary(client: httpx.Async
     [
         ("/v2/models/nope/infer", None, 404, "unknown model 'nope'"),
         ("/v2/models/digits_mlp/versions/7/infer", None, 404, "no served version 7"),
-        ("/v2/models/digits_mlp/versions/x/infer", None, 404, "no version 'x'"),
+        ("/v2/models/digits_mlp/versions/x/infer", None, 400, "version 'x' of model 'digits_mlp' is not valid"),
+        ("/v2/models/digits_mlp/versions/01/infer", None, 400, "1 to 18 ASCII digits without a leading zero"),
+        ("/v2/models/digits_mlp/versions/" + "1" * 4400 + "/infer", None, 400, "is not valid"),
+        ("/v2/models/nope/infer", {"inputs": "garbage"}, 404, "unknown model 'nope'"),
         ("/v2/models/broken/infer", None, 503, "max_batch_size"),
         ("/v2/models/digits_mlp/infer", {"inputs": []}, 400, "'inputs' must be a non-empty list"),
         (
@@ -192,7 +196,7 @@ async def test_every_datatype_round_trips_as_json_and_binary(client: httpx.Async
             "/v2/models/digits_mlp/infer",
             {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": ["a"] * 64}]},
             400,
-            "not valid FP32",
+            "data[0] is a string; FP32 takes numbers",
         ),
         (
             "/v2/models/digits_mlp/infer",
@@ -211,9 +215,9 @@ async def test_every_datatype_round_trips_as_json_and_binary(client: httpx.Async
         ),
         (
             "/v2/models/types/infer",
-            {"inputs": [{"name": "in_UINT8", "datatype": "UINT8", "shape": [1], "data": [300]}]},
+            {"inputs": [{"name": "in_UINT8", "datatype": "UINT8", "shape": [1, 1], "data": [300]}]},
             400,
-            "not valid UINT8",
+            "value 300 is outside the UINT8 range",
         ),
     ],
 )
@@ -229,10 +233,10 @@ async def test_client_errors_are_json_4xx_naming_the_field(
 @pytest.mark.parametrize(
     ("body", "headers", "needle"),
     [
-        (b"{not json", {}, "malformed JSON"),
+        (b"{not json", {}, "request body is not valid JSON (line 1, column 2"),
         (b"[1, 2]", {}, "must be a JSON object"),
         (b'{"inputs": []}', {"Inference-Header-Content-Length": "99"}, "Inference-Header-Content-Length is 99"),
-        (b'{"inputs": []}', {"Inference-Header-Content-Length": "x"}, "not an integer"),
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "x"}, "must be a non-negative integer"),
         (b"\x00" * 10, {"Inference-Header-Content-Length": "0"}, "does not fit input 'pixels'"),
     ],
 )
@@ -244,7 +248,7 @@ async def test_malformed_bodies_are_400(client: httpx.AsyncClient, body: bytes, 
 
 async def test_binary_size_mismatches_are_400(client: httpx.AsyncClient) -> None:
     raw = pixels(1).tobytes()
-    for size, needle in ((len(raw) - 4, "shape needs 64 x 4 = 256"), (len(raw) + 4, "runs past the end")):
+    for size, needle in ((len(raw) - 4, "binary_data_size has 252 bytes; shape [1, 64] of FP32 needs 256"), (len(raw) + 4, "runs past the end")):
         header = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
                               "parameters": {"binary_data_size": size}}]}  # fmt: skip
         body, headers = binary_body(header, raw)
@@ -270,7 +274,7 @@ async def test_body_over_limit_is_413(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_routes_and_methods_are_json(client: httpx.AsyncClient) -> None:
     r = await client.get("/v2/nothing")
-    assert r.status_code == 404 and "no route" in r.json()["error"]
+    assert r.status_code == 404 and r.json()["error"] == "no such route"
     r = await client.get("/v2/models/digits_mlp/infer")
     assert r.status_code == 405 and "error" in r.json()
     r = await client.get("/v2/models/nope")
@@ -292,12 +296,12 @@ async def test_openapi_lists_every_route(client: httpx.AsyncClient) -> None:
     assert "/v2/models/{model}/versions/{version}/infer" in doc["paths"]
 
 
-async def test_request_metrics_by_status_with_bounded_labels(client: httpx.AsyncClient, dataplane: DataPlane) -> None:
+async def test_request_metrics_by_status_with_bounded_labels(client: httpx.AsyncClient, served: Served) -> None:
     await client.post("/v2/models/digits_mlp/infer", json=v2_json(pixels(1)))
     for i in range(20):
         await client.post(f"/v2/models/random-{i}/infer", json=v2_json(pixels(1)))
         await client.post(f"/v2/models/digits_mlp/versions/{i + 100}/infer", json=v2_json(pixels(1)))
-    registry = dataplane.metrics.registry
+    registry = served.metrics.registry
     ok = registry.get_sample_value(
         "modelgate_requests_total", {"model": "digits_mlp", "version": "1", "protocol": "rest", "status": "200"}
     )

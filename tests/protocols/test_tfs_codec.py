@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.core.datatypes import V2_TO_NUMPY
+from gateway.core.codec.datatypes import V2_TO_NUMPY
 from gateway.core.errors import InvalidInput
 from gateway.core.types import Tensor, TensorSpec
 from gateway.protocols.tfserving.json_codec import JsonFormat, decode_predict, encode_predict, parse_predict_body

@@ -27,15 +27,14 @@ from typing import Annotated
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.backends.resilience import CircuitBreaker, Deadline, RetryPolicy, retry
 from gateway.backends.torchserve.frames import CodecError, decode, encode
 from gateway.backends.torchserve.http import ConnectFailed, ConnectionLost, HttpPool
 from gateway.backends.torchserve.managed import ManagedTorchServe, model_has_ready_worker
 from gateway.backends.torchserve.package import version_artifact
-from gateway.core.backend import Backend, ModelVersionSource
-from gateway.core.config import format_validation_error
+from gateway.core.backend import Backend, ModelVersionSource, parse_parameters
 from gateway.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -111,7 +110,7 @@ class TorchServeFactory:
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def __call__(self, source: ModelVersionSource) -> TorchServeBackend:
-        params = _parameters(source)
+        params = parse_parameters(TorchServeParameters, source)
         endpoint = params.url or "managed"
         breaker = self._breakers.get(endpoint)
         if breaker is None:
@@ -129,6 +128,8 @@ class TorchServeBackend(Backend):
     """One model version served by TorchServe (managed or external)."""
 
     name = "torchserve"
+    platform = "pytorch_torchscript"
+    params: TorchServeParameters
 
     def __init__(
         self,
@@ -318,11 +319,3 @@ def _message(body: bytes) -> str:
     if isinstance(parsed, dict) and "message" in parsed:
         return str(parsed["message"])
     return str(parsed)[:300]
-
-
-def _parameters(source: ModelVersionSource) -> TorchServeParameters:
-    try:
-        return TorchServeParameters.model_validate(source.config.parameters)
-    except ValidationError as exc:
-        config = source.version_dir.parent / "config.yaml"
-        raise ConfigError(f"{config}: parameters: {format_validation_error(exc)}") from None

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.core.datatypes import deserialize_bytes_tensor, numpy_dtype, serialize_bytes_tensor, v2_datatype
+from gateway.core.codec.datatypes import v2_datatype
+from gateway.core.codec.limits import TensorLimits, check_dims, check_shape
+from gateway.core.codec.raw import array_from_raw, array_to_raw
 from gateway.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -39,6 +41,8 @@ _U32 = struct.Struct("<I")
 PREFIX_SIZE = _U32.size
 #: Sent as ``kind`` when the worker cannot load its model: a load failure, not a request error.
 CONFIG_KIND = "CONFIG"
+#: Frames between the gateway and its own worker carry already-validated tensors and their results.
+_FRAME_LIMITS = TensorLimits(max_bytes=2**40)
 
 _ERROR_CLASSES: dict[str, type[GatewayError]] = {
     ErrorKind.INVALID_ARGUMENT.value: InvalidInput,
@@ -58,7 +62,7 @@ def encode_frame(header: Mapping[str, Any], tensors: Mapping[str, np.ndarray] | 
     buffers = []
     for name, array in (tensors or {}).items():
         datatype = v2_datatype(array.dtype)
-        raw = serialize_bytes_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+        raw = array_to_raw(array, datatype)
         described.append({"name": name, "datatype": datatype, "shape": list(array.shape), "nbytes": len(raw)})
         buffers.append(raw)
     head = json.dumps({**header, "tensors": described}, separators=(",", ":")).encode()
@@ -86,11 +90,12 @@ def decode_body(body: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def _array(described: Mapping[str, Any], raw: memoryview) -> np.ndarray:
-    shape = tuple(int(d) for d in described["shape"])
-    if described["datatype"] == "BYTES":
-        return deserialize_bytes_tensor(raw, int(np.prod(shape, dtype=np.int64)), described["name"]).reshape(shape)
+    name, datatype = str(described["name"]), str(described["datatype"])
+    shape = check_dims(name, [int(d) for d in described["shape"]])
+    count = check_shape(name, datatype, shape, _FRAME_LIMITS)
+    array = array_from_raw(name, datatype, shape, count, raw, "frame")
     # copy: the frame buffer is released as soon as decoding returns
-    return np.frombuffer(raw, dtype=numpy_dtype(described["datatype"])).reshape(shape).copy()
+    return array if datatype == "BYTES" else array.copy()
 
 
 def error_header(request_id: int, exc: BaseException) -> dict[str, Any]:

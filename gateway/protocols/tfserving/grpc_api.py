@@ -13,20 +13,19 @@ descriptors, so the gateway never imports TensorFlow.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from typing import Any, Final, TypeAlias
 
 import grpc
 from google.protobuf import wrappers_pb2
 
 from gateway.core.dataplane import DataPlane
-from gateway.core.errors import GatewayError, Unsupported
+from gateway.core.errors import Unsupported
 from gateway.core.models import ServedVersion
 from gateway.core.types import InferRequest, RequestedOutput
-from gateway.metrics import Metrics, outcome_of
-from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for, status_on_error
+from gateway.metrics import Metrics, RequestLabels
+from gateway.protocols.grpc_envelope import measured_rpc
+from gateway.protocols.grpc_errors import abort_with, status_on_error
+from gateway.protocols.mounts import Mounts, ProtocolContext
 from gateway.protocols.tfserving.json_codec import check_signature_name
 from gateway.protocols.tfserving.servables import (
     ServableRef,
@@ -49,8 +48,6 @@ from gateway.protos.tfserving.tensorflow_serving.apis import (
 )
 from gateway.tensorproto import DEFAULT_SIGNATURE, tensor_from_proto, tensor_to_proto
 
-log = logging.getLogger(__name__)
-
 PROTOCOL: Final = "tfs_grpc"
 PREDICTION_SERVICE: Final = "tensorflow.serving.PredictionService"
 MODEL_SERVICE: Final = "tensorflow.serving.ModelService"
@@ -64,42 +61,28 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
         self._dataplane = dataplane
         self._metrics = metrics
-        self._inflight = metrics.inflight.labels(PROTOCOL)
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
-        started = time.perf_counter()
         ref = ServableRef.from_model_spec(request.model_spec)
-        version = ""
-        self._inflight.inc()
-        try:
+        labels = RequestLabels(ref.name)
+
+        async def handle() -> predict_pb2.PredictResponse:
             check_signature_name(request.model_spec.signature_name)
-            served = resolve(self._dataplane.manager, ref)
-            version = str(served.version)
-            message = await self._predict(request, served)
-        except GatewayError as error:
-            self._observe(ref.name, version, status_for(error), error.is_client_error, started)
-            await abort_with(context, error)
-        except asyncio.CancelledError:  # the client went away or its deadline passed
-            self._observe(ref.name, version, grpc.StatusCode.CANCELLED, True, started)
-            raise
-        except Exception:
-            log.exception("unexpected error in TF Serving Predict for model %r", ref.name)
-            self._observe(ref.name, version, grpc.StatusCode.INTERNAL, False, started)
-            await abort_internal(context)
-        finally:
-            self._inflight.dec()
-        self._observe(ref.name, version, grpc.StatusCode.OK, False, started)
-        return message
+            served = resolve(self._dataplane, ref)
+            labels.version = str(served.version)
+            return await self._predict(request, served)
+
+        return await measured_rpc(context, self._metrics, PROTOCOL, labels, handle)
 
     async def _predict(self, request: predict_pb2.PredictRequest, served: ServedVersion) -> predict_pb2.PredictResponse:
-        model, version = served.model, str(served.version)
-        inputs = [tensor_from_proto(name, proto) for name, proto in request.inputs.items()]
+        rules = self._dataplane.input_rules(served)
+        inputs = [tensor_from_proto(name, proto, rules) for name, proto in request.inputs.items()]
         outputs = [RequestedOutput(name) for name in request.output_filter] or None
-        result = await self._dataplane.infer_version(
-            served, InferRequest(model, inputs, model_version=version, outputs=outputs)
+        result = await self._dataplane.infer(
+            served, InferRequest(served.model, inputs, model_version=str(served.version), outputs=outputs)
         )
         spec = model_pb2.ModelSpec(
-            name=model, version=wrappers_pb2.Int64Value(value=served.version), signature_name=DEFAULT_SIGNATURE
+            name=served.model, version=wrappers_pb2.Int64Value(value=served.version), signature_name=DEFAULT_SIGNATURE
         )
         message = predict_pb2.PredictResponse(model_spec=spec)
         for tensor in result.outputs:
@@ -130,11 +113,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> inference_pb2.MultiInferenceResponse:
         await abort_with(context, _unsupported("MultiInference"))
 
-    def _observe(self, model: str, version: str, code: grpc.StatusCode, client_error: bool, started: float) -> None:
-        ok = code == grpc.StatusCode.OK
-        outcome = outcome_of(client_error and not ok, not ok and not client_error)
-        self._metrics.observe_request(model, version, PROTOCOL, code.name, outcome, time.perf_counter() - started)
-
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus over the shared :class:`DataPlane`; reloading config is not offered."""
@@ -146,7 +124,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self, request: get_model_status_pb2.GetModelStatusRequest, context: Context
     ) -> get_model_status_pb2.GetModelStatusResponse:
         async with status_on_error(context):
-            return model_status(self._dataplane.manager, ServableRef.from_model_spec(request.model_spec))
+            return model_status(self._dataplane, ServableRef.from_model_spec(request.model_spec))
         raise AssertionError("unreachable: status_on_error aborts on every failure")  # pragma: no cover
 
     async def HandleReloadConfigRequest(
@@ -165,11 +143,16 @@ def _unsupported(method: str) -> Unsupported:
     return Unsupported(f"{method} is not supported by this gateway (it needs tf.Example signatures); use Predict")
 
 
-def add_tfs_grpc_services(server: grpc.aio.Server, dataplane: DataPlane, metrics: Metrics) -> None:
-    """Register PredictionService and ModelService on ``server`` (the same port as the V2 service)."""
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        PredictionServicer(dataplane, metrics), server
+def mount(mounts: Mounts, ctx: ProtocolContext) -> None:
+    """PredictionService and ModelService on the gRPC port (the same port as the V2 service)."""
+    prediction = PredictionServicer(ctx.dataplane, ctx.metrics)
+    models = ModelServicer(ctx.dataplane)
+    mounts.grpc_services.append(
+        lambda server: prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            prediction, server
+        )
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        ModelServicer(dataplane), server
+    mounts.grpc_services.append(
+        lambda server: model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)  # type: ignore[no-untyped-call]
     )
+    mounts.grpc_service_names.extend([PREDICTION_SERVICE, MODEL_SERVICE])

@@ -9,8 +9,6 @@ typed by the model's signature, as TF Serving types them by the SignatureDef.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import json
 from collections.abc import Mapping, Sequence
@@ -19,10 +17,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.core.datatypes import numpy_dtype
+from gateway.core.codec.limits import InputRules
+from gateway.core.codec.values import array_from_json, array_to_json, nested_shape
 from gateway.core.errors import InvalidInput
 from gateway.core.types import Tensor, TensorSpec
-from gateway.tensorproto import BINARY_SUFFIX, DEFAULT_SIGNATURE, object_array
+from gateway.protocols.http import parse_json
+from gateway.tensorproto import BINARY_SUFFIX, DEFAULT_SIGNATURE
 
 # -- REST: the predict JSON ---------------------------------------------------------------
 
@@ -35,21 +35,11 @@ class JsonFormat(enum.Enum):
 
 
 def parse_predict_body(body: bytes) -> dict[str, Any]:
-    """The request object; NaN/Infinity tokens are accepted, as TF Serving accepts them."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = _parse_lenient(body)
+    """The request object (NaN and Infinity tokens are refused, as everywhere in the gateway)."""
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object with 'instances' or 'inputs'")
     return doc
-
-
-def _parse_lenient(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise InvalidInput(f"malformed JSON in request body: {exc}") from None
 
 
 def check_signature_name(value: Any) -> None:
@@ -61,24 +51,25 @@ def check_signature_name(value: Any) -> None:
     raise InvalidInput(f'Serving signature name: "{value}" not found in signature def (only "{DEFAULT_SIGNATURE}")')
 
 
-def decode_predict(doc: Mapping[str, Any], specs: Sequence[TensorSpec]) -> tuple[list[Tensor], JsonFormat]:
-    """The input tensors of a ``:predict`` body, typed by the model's input specs."""
+def decode_predict(doc: Mapping[str, Any], rules: InputRules) -> tuple[list[Tensor], JsonFormat]:
+    """The input tensors of a ``:predict`` body, typed by the resolved model's input rules."""
     check_signature_name(doc.get("signature_name"))
     if "instances" in doc and "inputs" in doc:
         raise InvalidInput("request has both 'instances' and 'inputs'; use exactly one of them")
+    specs = list(rules.specs.values())
     if "instances" in doc:
-        return _decode_rows(doc["instances"], specs), JsonFormat.ROW
+        return _decode_rows(doc["instances"], specs, rules), JsonFormat.ROW
     if "inputs" in doc:
-        return _decode_columns(doc["inputs"], specs), JsonFormat.COLUMNAR
+        return _decode_columns(doc["inputs"], specs, rules), JsonFormat.COLUMNAR
     raise InvalidInput("request needs 'instances' (row format) or 'inputs' (columnar format)")
 
 
-def _decode_rows(instances: Any, specs: Sequence[TensorSpec]) -> list[Tensor]:
+def _decode_rows(instances: Any, specs: Sequence[TensorSpec], rules: InputRules) -> list[Tensor]:
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("'instances' must be a non-empty list with one entry per example")
     named = [isinstance(item, dict) and not _is_b64(item) for item in instances]
     if not any(named):
-        return [_to_tensor(instances, _single_spec(specs, "instances"), "instances")]
+        return [_to_tensor(instances, _single_spec(specs, "instances"), "instances", rules)]
     if not all(named):
         raise InvalidInput("'instances' mixes objects of named inputs with bare values; use one form")
     wanted = {spec.name for spec in specs}
@@ -87,19 +78,16 @@ def _decode_rows(instances: Any, specs: Sequence[TensorSpec]) -> list[Tensor]:
             raise InvalidInput(
                 f"instances[{i}] has inputs {sorted(item)}; every instance needs exactly {sorted(wanted)}"
             )
-    return [_to_tensor([item[s.name] for item in instances], s, f"instances[*].{s.name}") for s in specs]
+    return [_to_tensor([item[s.name] for item in instances], s, f"instances[*].{s.name}", rules) for s in specs]
 
 
-def _decode_columns(inputs: Any, specs: Sequence[TensorSpec]) -> list[Tensor]:
+def _decode_columns(inputs: Any, specs: Sequence[TensorSpec], rules: InputRules) -> list[Tensor]:
     if not isinstance(inputs, dict) or _is_b64(inputs):
-        return [_to_tensor(inputs, _single_spec(specs, "inputs"), "inputs")]
-    by_name = {spec.name: spec for spec in specs}
+        return [_to_tensor(inputs, _single_spec(specs, "inputs"), "inputs", rules)]
     tensors = []
     for name, value in inputs.items():
-        spec = by_name.get(name)
-        if spec is None:
-            raise InvalidInput(f"unknown input {name!r} in 'inputs'; the model's inputs are {sorted(by_name)}")
-        tensors.append(_to_tensor(value, spec, f"inputs.{name}"))
+        spec = rules.spec(name)
+        tensors.append(_to_tensor(value, spec, f"inputs.{name}", rules))
     return tensors
 
 
@@ -116,70 +104,11 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def _to_tensor(value: Any, spec: TensorSpec, where: str) -> Tensor:
-    if spec.datatype == "BYTES":
-        return Tensor(spec.name, "BYTES", _bytes_array(value, where))
-    return Tensor(spec.name, spec.datatype, _numeric_array(value, spec.datatype, where))
-
-
-def _numeric_array(value: Any, datatype: str, where: str) -> np.ndarray:
-    try:
-        raw = np.asarray(value)
-    except (ValueError, OverflowError):
-        raise InvalidInput(f"{where}: the nested lists are ragged; every row needs the same length") from None
-    target = numpy_dtype(datatype)
-    if raw.size and not _compatible(raw.dtype, target):
-        kind = {"b": "true/false values", "i": "integers", "u": "integers", "f": "numbers"}[target.kind]
-        raise InvalidInput(f"{where}: expected {kind} for a {datatype} input")
-    if raw.size and target.kind in "iu":
-        info = np.iinfo(target.name)
-        if raw.min() < info.min or raw.max() > info.max:
-            raise InvalidInput(f"{where}: values outside the range of {datatype}")
-    return raw.astype(target)
-
-
-def _compatible(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
-    if target.kind == "b":
-        return source.kind == "b"
-    if target.kind in "iu":
-        return source.kind in "iu"
-    return source.kind in "iuf"
-
-
-def _bytes_array(value: Any, where: str) -> np.ndarray:
-    flat: list[bytes] = []
-    shape = _walk_bytes(value, flat, where)
-    return object_array(flat).reshape(shape)
-
-
-def _walk_bytes(value: Any, flat: list[bytes], where: str) -> tuple[int, ...]:
-    """Collect the leaves of a nested list of strings or b64 objects; returns its shape."""
-    if isinstance(value, str):
-        flat.append(value.encode("utf-8"))
-        return ()
-    if _is_b64(value):
-        flat.append(_b64decode(value["b64"], where))
-        return ()
-    if not isinstance(value, list):
-        raise InvalidInput(f'{where}: a BYTES input takes strings or {{"b64": ...}} objects, not {_kind(value)}')
-    shapes = {_walk_bytes(item, flat, where) for item in value}
-    if len(shapes) > 1:
-        raise InvalidInput(f"{where}: the nested lists are ragged; every row needs the same length")
-    inner = shapes.pop() if shapes else ()
-    return (len(value), *inner)
-
-
-def _b64decode(text: Any, where: str) -> bytes:
-    if not isinstance(text, str):
-        raise InvalidInput(f"{where}: a b64 value must be a string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
-        raise InvalidInput(f"{where}: invalid base64 in a b64 value: {exc}") from None
-
-
-def _kind(value: Any) -> str:
-    return {dict: "objects", bool: "booleans", int: "numbers", float: "numbers"}.get(type(value), type(value).__name__)
+def _to_tensor(value: Any, spec: TensorSpec, where: str, rules: InputRules) -> Tensor:
+    """The shape comes from the nesting and passes the model's rules before the array is made."""
+    shape = nested_shape(spec.name, value, where, b64=True)
+    rules.check(spec.name, spec.datatype, list(shape))
+    return Tensor(spec.name, spec.datatype, array_from_json(spec.name, spec.datatype, value, where, b64=True))
 
 
 def encode_predict(outputs: Sequence[Tensor], fmt: JsonFormat) -> bytes:
@@ -207,23 +136,9 @@ def _check_rows(outputs: Sequence[Tensor]) -> None:
 
 
 def _json_value(tensor: Tensor) -> Any:
-    """A numpy array orjson writes directly, or nested lists for BYTES."""
-    if tensor.datatype != "BYTES":
-        return np.ascontiguousarray(tensor.data)
+    """A numpy array orjson writes directly, or nested lists of text / b64 objects for BYTES."""
     binary = tensor.name.endswith(BINARY_SUFFIX)
-    return _bytes_json(tensor.data.tolist(), binary)
-
-
-def _bytes_json(value: Any, binary: bool) -> Any:
-    if isinstance(value, list):
-        return [_bytes_json(item, binary) for item in value]
-    raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    if not binary:
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            pass  # not text: fall through to base64 rather than fail the request
-    return {"b64": base64.b64encode(raw).decode("ascii")}
+    return array_to_json(tensor.name, tensor.data, tensor.datatype, b64=binary, nested=True)
 
 
 def _dumps(doc: Mapping[str, Any], outputs: Sequence[Tensor]) -> bytes:

@@ -7,7 +7,7 @@ Starlette path templates, because ``{m}:predict`` is not a template Starlette ca
 ``:classify`` and ``:regress`` answer 501. Errors are ``{"error": "..."}`` with the status from
 :mod:`gateway.protocols.http_errors`, the same table the V2 API uses.
 
-Use :func:`tfs_routes` as ``extra_routes`` of :class:`gateway.protocols.v2.rest_api.V2RestApp`.
+Mounted on the HTTP port by :func:`mount`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, Unsupported
 from gateway.core.types import InferRequest
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, RequestLabels
 from gateway.protocols.http import Receive, Scope, Send, read_body, respond
-from gateway.protocols.http_envelope import RequestLabels, measured
+from gateway.protocols.http_envelope import measured
+from gateway.protocols.http_errors import gateway_error_response, json_response
+from gateway.protocols.mounts import Mounts, ProtocolContext
 from gateway.protocols.tfserving.json_codec import decode_predict, encode_predict, parse_predict_body
 from gateway.protocols.tfserving.servables import (
     ServableRef,
@@ -36,12 +38,11 @@ from gateway.protocols.tfserving.servables import (
     model_status,
     resolve,
 )
-from gateway.protocols.v2.rest_api import gateway_error_response, json_response
 
 log = logging.getLogger(__name__)
 
 PROTOCOL: Final = "tfs_rest"
-_SERVABLE: Final = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+_SERVABLE: Final = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
 _GET_PATH: Final = re.compile(_SERVABLE + r"(?P<metadata>/metadata)?", re.IGNORECASE)
 _POST_PATH: Final = re.compile(_SERVABLE + r":(?P<method>classify|regress|predict)", re.IGNORECASE)
 _SCOPE_KEY: Final = "tfs_target"
@@ -68,8 +69,11 @@ def parse_path(path: str) -> Target | None:
 
 
 def _ref(found: re.Match[str]) -> ServableRef:
-    version = found["version"]
-    return ServableRef(found["model"], int(version) if version is not None else None, found["label"])
+    return ServableRef(found["model"], found["version"], found["label"])
+
+
+def mount(mounts: Mounts, ctx: ProtocolContext) -> None:
+    mounts.http_routes.append(TFServingRoute(TFServingRest(ctx.dataplane, ctx.metrics, ctx.max_request_bytes)))
 
 
 class TFServingRest:
@@ -93,7 +97,7 @@ class TFServingRest:
 
     def _describe(self, target: Target) -> dict[str, object]:
         if target.action == "status":
-            return message_json(model_status(self.dataplane.manager, target.ref))
+            return message_json(model_status(self.dataplane, target.ref))
         if target.action == "metadata":
             return metadata_json(model_metadata(self.dataplane, target.ref))
         raise Unsupported(f":{target.action} is not supported by this gateway; use :predict")
@@ -103,13 +107,12 @@ class TFServingRest:
         labels = RequestLabels(ref.name)
 
         async def handle() -> None:
-            body = await read_body(scope, receive, self.max_body_bytes)
-            served = resolve(self.dataplane.manager, ref)
+            served = resolve(self.dataplane, ref)
             labels.version = str(served.version)
-            specs = self.dataplane.model_metadata(served.model, labels.version).inputs
-            inputs, fmt = decode_predict(parse_predict_body(body), specs)
+            body = await read_body(scope, receive, self.max_body_bytes)
+            inputs, fmt = decode_predict(parse_predict_body(body), self.dataplane.input_rules(served))
             request = InferRequest(served.model, inputs, model_version=labels.version)
-            response = await self.dataplane.infer_version(served, request)
+            response = await self.dataplane.infer(served, request)
             await respond(send, 200, encode_predict(response.outputs, fmt))
 
         await measured(scope, send, self.metrics, PROTOCOL, labels, handle)
@@ -138,8 +141,3 @@ class TFServingRoute(BaseRoute):
         if scope["method"] != target.method and not (target.method == "GET" and scope["method"] == "HEAD"):
             raise HTTPException(405, headers={"Allow": target.method})
         await self.api.dispatch(target, scope, receive, send)
-
-
-def tfs_routes(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> list[BaseRoute]:
-    """The routes to pass as ``V2RestApp(..., extra_routes=tfs_routes(...))``."""
-    return [TFServingRoute(TFServingRest(dataplane, metrics, max_body_bytes))]

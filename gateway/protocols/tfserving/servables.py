@@ -16,9 +16,9 @@ from typing import Any, Final
 
 from google.protobuf import json_format, wrappers_pb2
 
-from gateway.core.dataplane import DataPlane
-from gateway.core.errors import InvalidInput, ModelNotFound, ModelNotReady
-from gateway.core.models import ModelManager, ServedModel, ServedVersion, VersionState
+from gateway.core.dataplane import DataPlane, ModelRef, VersionStatus
+from gateway.core.errors import InvalidInput, ModelNotFound
+from gateway.core.models import ServedVersion, VersionState, echo
 from gateway.core.types import TensorSpec
 from gateway.protos.tfserving.tensorflow.core.protobuf import meta_graph_pb2
 from gateway.protos.tfserving.tensorflow_serving.apis import (
@@ -48,82 +48,67 @@ class ServableRef:
     """What a request names: a model and at most one of a version number or a label."""
 
     name: str
-    version: int | None = None
+    #: As the client wrote it (REST path segment, or the gRPC Int64Value in decimal).
+    version: str | None = None
     label: str | None = None
 
     @classmethod
     def from_model_spec(cls, spec: model_pb2.ModelSpec) -> ServableRef:
         choice = spec.WhichOneof("version_choice")
-        version = spec.version.value if choice == "version" else None
+        version = str(spec.version.value) if choice == "version" else None
         label = spec.version_label if choice == "version_label" and spec.version_label else None
         return cls(spec.name, version, label)
 
+    def model_ref(self) -> ModelRef:
+        return ModelRef(self.name, self.version, self.label)
+
     def describe(self) -> str:
-        """TF Serving's ServableRequest wording, used in its not-found messages."""
+        """TF Serving's ServableRequest wording, used in its not-found messages (the name truncated)."""
+        name = self.name if len(self.name) <= 64 else self.name[:64] + "..."
         if self.version is not None:
-            return f"Specific({self.name}, {self.version})"
-        return f"Latest({self.name})"
+            return f"Specific({name}, {echo(self.version)[1:-1]})"
+        return f"Latest({name})"
 
 
-def resolve(manager: ModelManager, ref: ServableRef) -> ServedVersion:
+def resolve(dataplane: DataPlane, ref: ServableRef) -> ServedVersion:
     """The served version ``ref`` names; 404 in TF Serving's words when there is none."""
-    model = _model(manager, ref)
-    if ref.label is not None:
-        return _by_label(manager, model, ref.label)
-    if ref.version is not None:
-        if ref.version not in model.versions:
-            raise ModelNotFound(f"Servable not found for request: {ref.describe()}")
-        return model.versions[ref.version]
-    return model.default_version()
-
-
-def _model(manager: ModelManager, ref: ServableRef) -> ServedModel:
     if not ref.name:
         raise InvalidInput("Missing model name in request.")
     try:
-        return manager.get(ref.name)
+        return dataplane.resolve(ref.model_ref())
     except ModelNotFound:
+        if ref.label is not None:
+            raise ModelNotFound(f"Unrecognized servable version label: {echo(ref.label)}") from None
         raise ModelNotFound(f"Servable not found for request: {ref.describe()}") from None
-
-
-def _by_label(manager: ModelManager, model: ServedModel, label: str) -> ServedVersion:
-    try:
-        return manager.resolve_label(model.name, label)
-    except ModelNotFound:
-        labels = sorted(model.config.labels) if model.config is not None else []
-        raise ModelNotFound(
-            f"Unrecognized servable version label: {label} (model {model.name!r} has {labels})"
-        ) from None
 
 
 # -- status -------------------------------------------------------------------------------
 
 
-def model_status(manager: ModelManager, ref: ServableRef) -> get_model_status_pb2.GetModelStatusResponse:
+def model_status(dataplane: DataPlane, ref: ServableRef) -> get_model_status_pb2.GetModelStatusResponse:
     """Every version's state when ``ref`` names none, else the one it names."""
-    model = _model(manager, ref)
-    if model.error is not None:
-        raise ModelNotReady(f"model {model.name!r} is unavailable: {model.error}")
-    if ref.label is not None:
-        versions = [_by_label(manager, model, ref.label)]
-    elif ref.version is not None:
-        if ref.version not in model.versions:
-            raise ModelNotFound(f"Could not find version {ref.version} of model {model.name}")
-        versions = [model.versions[ref.version]]
-    else:
-        versions = [model.versions[v] for v in sorted(model.versions)]
-    if not versions:
-        raise ModelNotFound(f"Could not find any versions of model {model.name}")
-    return get_model_status_pb2.GetModelStatusResponse(model_version_status=[_version_status(v) for v in versions])
+    if not ref.name:
+        raise InvalidInput("Missing model name in request.")
+    try:
+        statuses = dataplane.model_status(ref.model_ref())
+    except ModelNotFound:
+        if ref.version is not None:
+            raise ModelNotFound(f"Could not find version {echo(ref.version)[1:-1]} of model {echo(ref.name)}") from None
+        if ref.label is not None:
+            raise ModelNotFound(f"Unrecognized servable version label: {echo(ref.label)}") from None
+        raise ModelNotFound(f"Servable not found for request: {ref.describe()}") from None
+    return get_model_status_pb2.GetModelStatusResponse(model_version_status=[_version_status(v) for v in statuses])
 
 
-def _version_status(served: ServedVersion) -> get_model_status_pb2.ModelVersionStatus:
-    failed = served.state is VersionState.UNAVAILABLE
+def _version_status(version: VersionStatus) -> get_model_status_pb2.ModelVersionStatus:
+    failed = version.state is VersionState.UNAVAILABLE
     status = status_pb2.StatusProto(
         error_code=error_codes_pb2.UNKNOWN if failed else error_codes_pb2.OK,
-        error_message=served.reason if failed else "",
+        error_message=version.reason if failed else "",
     )
-    return get_model_status_pb2.ModelVersionStatus(version=served.version, state=TF_STATE[served.state], status=status)
+    return get_model_status_pb2.ModelVersionStatus(
+        version=version.version, state=TF_STATE[version.state], status=status
+    )
 
 
 # -- metadata -----------------------------------------------------------------------------
@@ -142,8 +127,8 @@ def model_metadata(
     dataplane: DataPlane, ref: ServableRef, signature_name: str = ""
 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """The served version's signature as ``serving_default`` in a SignatureDefMap."""
-    served = resolve(dataplane.manager, ref)
-    metadata = dataplane.model_metadata(served.model, str(served.version))
+    served = resolve(dataplane, ref)
+    metadata = dataplane.model_metadata(served)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     signatures.signature_def[DEFAULT_SIGNATURE].CopyFrom(signature_def(metadata.inputs, metadata.outputs))
     spec = model_pb2.ModelSpec(

@@ -1,26 +1,23 @@
-"""Open Inference Protocol (V2) over gRPC: ``inference.GRPCInferenceService`` plus ``grpc.health.v1``.
+"""Open Inference Protocol (V2) over gRPC: ``inference.GRPCInferenceService``.
 
-Each method converts the message (:mod:`gateway.protocols.v2.grpc_codec`), calls the
-:class:`DataPlane`, and converts back; failures become status codes through
-:mod:`gateway.protocols.grpc_errors` only. ``ModelInfer`` is also measured: request count
-by gRPC status name, duration from receipt to response ready, and requests in flight.
+Each method resolves the model through the :class:`DataPlane` (the one door), converts the
+message (:mod:`gateway.protocols.v2.grpc_codec`) with the resolved version's input rules,
+calls the data plane, and converts back; failures become status codes through
+:mod:`gateway.protocols.grpc_errors` only. ``ModelInfer`` runs in the measured envelope
+shared with TF Serving's ``Predict`` (:mod:`gateway.protocols.grpc_envelope`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from typing import Any, Final, TypeAlias
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 
-from gateway.core.dataplane import DataPlane
-from gateway.core.errors import GatewayError, ModelNotReady
-from gateway.metrics import Metrics, outcome_of
-from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for, status_on_error
+from gateway.core.dataplane import DataPlane, ModelRef
+from gateway.metrics import Metrics, RequestLabels
+from gateway.protocols.grpc_envelope import measured_rpc
+from gateway.protocols.grpc_errors import status_on_error
+from gateway.protocols.mounts import Mounts, ProtocolContext
 from gateway.protocols.v2.grpc_codec import (
     ModelInferRequestConverter,
     ModelInferResponseConverter,
@@ -30,14 +27,18 @@ from gateway.protocols.v2.grpc_codec import (
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 
-log = logging.getLogger(__name__)
-
 PROTOCOL: Final = "grpc"
 SERVICE_NAME: Final = "inference.GRPCInferenceService"
-#: Health services answered from the data plane's readiness: the server overall ("") and the V2 service.
-HEALTH_SERVICES: Final = ("", SERVICE_NAME, "tensorflow.serving.PredictionService")
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def mount(mounts: Mounts, ctx: ProtocolContext) -> None:
+    servicer = InferenceServicer(ctx.dataplane, ctx.metrics)
+    mounts.grpc_services.append(
+        lambda server: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    )
+    mounts.grpc_service_names.append(SERVICE_NAME)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -46,7 +47,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
         self._dataplane = dataplane
         self._metrics = metrics
-        self._inflight = metrics.inflight.labels(PROTOCOL)
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._dataplane.live())
@@ -57,10 +57,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         """Ready or not for a model the repository knows; NOT_FOUND for one it does not."""
         async with status_on_error(context):
-            try:
-                ready = self._dataplane.model_ready(request.name, request.version or None)
-            except ModelNotReady:  # a broken model exists but is not ready: that is the answer
-                ready = False
+            ready = self._dataplane.model_ready(ModelRef(request.name, request.version or None))
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
@@ -68,89 +65,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
         async with status_on_error(context):
-            metadata = self._dataplane.model_metadata(request.name, request.version or None)
+            target = self._dataplane.resolve(ModelRef(request.name, request.version or None))
+            metadata = self._dataplane.model_metadata(target)
         return model_metadata_response(metadata)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        started = time.perf_counter()
-        self._inflight.inc()
-        try:
-            response = await self._dataplane.infer(ModelInferRequestConverter.to_types(request))
-            message = ModelInferResponseConverter.from_types(response)
-        except GatewayError as error:
-            self._observe(
-                request, "", status_for(error), outcome_of(error.is_client_error, not error.is_client_error), started
-            )
-            await abort_with(context, error)
-        except asyncio.CancelledError:  # the client went away or its deadline passed
-            self._observe(request, "", grpc.StatusCode.CANCELLED, outcome_of(True, False), started)
-            raise
-        except Exception:
-            log.exception("unexpected error in ModelInfer for model %r", request.model_name)
-            self._observe(request, "", grpc.StatusCode.INTERNAL, outcome_of(False, True), started)
-            await abort_internal(context)
-        finally:
-            self._inflight.dec()
-        self._observe(request, response.model_version, grpc.StatusCode.OK, outcome_of(False, False), started)
-        return message
+        labels = RequestLabels(request.model_name)
 
-    def _observe(
-        self, request: pb.ModelInferRequest, version: str, code: grpc.StatusCode, outcome: str, started: float
-    ) -> None:
-        label = version or self._version_label(request)
-        self._metrics.observe_request(
-            request.model_name, label, PROTOCOL, code.name, outcome, time.perf_counter() - started
-        )
+        async def handle() -> pb.ModelInferResponse:
+            target = self._dataplane.resolve(ModelRef(request.model_name, request.model_version or None))
+            labels.version = str(target.version)
+            decoded = ModelInferRequestConverter.to_types(request, self._dataplane.input_rules(target))
+            response = await self._dataplane.infer(target, decoded)
+            return ModelInferResponseConverter.from_types(response)
 
-    def _version_label(self, request: pb.ModelInferRequest) -> str:
-        """The version a failed request resolves to, or "": made-up versions must not become label values."""
-        try:
-            return str(self._dataplane.manager.resolve(request.model_name, request.model_version or None).version)
-        except GatewayError:
-            return ""
-
-
-class GatewayHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
-    """``grpc.health.v1.Health`` whose status follows :meth:`DataPlane.ready` at every Check.
-
-    SERVING once start-up loading finished, NOT_SERVING while loading or draining, and
-    NOT_SERVING for good after :meth:`enter_graceful_shutdown` (the base class ignores
-    later updates).
-    """
-
-    def __init__(self, dataplane: DataPlane) -> None:
-        super().__init__()
-        self._dataplane = dataplane
-
-    async def refresh(self) -> None:
-        """Publish the data plane's readiness to every health service (and to Watch streams)."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if self._dataplane.ready()
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for service in HEALTH_SERVICES:
-            await self.set(service, status)
-
-    async def Check(self, request: health_pb2.HealthCheckRequest, context: Context) -> Any:
-        await self.refresh()
-        return await super().Check(request, context)
-
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Context) -> None:
-        await self.refresh()
-        await super().Watch(request, context)
-
-
-def add_grpc_services(server: grpc.aio.Server, dataplane: DataPlane, metrics: Metrics) -> GatewayHealthServicer:
-    """Register the V2 service and health checking on ``server``; returns the health servicer.
-
-    The caller calls ``await health.enter_graceful_shutdown()`` when it starts draining.
-    """
-    servicer = InferenceServicer(dataplane, metrics)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    health = GatewayHealthServicer(dataplane)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    return health
+        return await measured_rpc(context, self._metrics, PROTOCOL, labels, handle)
 
 
 def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:

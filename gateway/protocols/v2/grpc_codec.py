@@ -12,14 +12,15 @@ here too: tests, load tests and any Python caller build requests the same way.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
+from gateway.core.codec.limits import InputRules, check_dims, check_shape
+from gateway.core.codec.raw import array_from_raw, array_to_raw, as_bytes
+from gateway.core.codec.values import array_from_field
 from gateway.core.dataplane import ModelMetadata
-from gateway.core.datatypes import V2_TO_NUMPY, deserialize_bytes_tensor, numpy_dtype, serialize_bytes_tensor
 from gateway.core.errors import InvalidInput, Unsupported
 from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec
 from gateway.protos import open_inference_grpc_pb2 as pb
@@ -111,84 +112,22 @@ def fill_parameters(target: ParameterMap, parameters: Mapping[str, Any]) -> None
 # -- tensors -------------------------------------------------------------------------------
 
 
-def element_count(name: str, shape: Sequence[int]) -> int:
-    """Elements in a tensor of ``shape``; a negative dimension is the client's mistake."""
-    if any(dim < 0 for dim in shape):
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    return math.prod(shape)
-
-
-def tensor_dtype(name: str, datatype: str) -> np.dtype[Any]:
-    """The numpy dtype of a V2 datatype, with the error naming the input."""
-    try:
-        return numpy_dtype(datatype)
-    except InvalidInput as exc:
-        raise InvalidInput(f"input {name!r}: {exc.message}") from None
-
-
-def raw_to_array(name: str, datatype: str, shape: Sequence[int], buffer: bytes) -> np.ndarray:
-    """One ``raw_input_contents`` entry as an array (zero-copy for fixed-size datatypes)."""
-    dtype = tensor_dtype(name, datatype)
-    count = element_count(name, shape)
-    if datatype == "BYTES":
-        if count * 4 > len(buffer):  # each element has a 4-byte length: refuse before allocating
-            raise InvalidInput(
-                f"input {name!r}: raw_input_contents has {len(buffer)} bytes, too few for {count} BYTES elements"
-            )
-        return deserialize_bytes_tensor(buffer, count, name).reshape(shape)
-    expected = count * dtype.itemsize
-    if len(buffer) != expected:
-        raise InvalidInput(
-            f"input {name!r}: raw_input_contents has {len(buffer)} bytes; shape {list(shape)} of {datatype} "
-            f"needs {expected} ({count} elements x {dtype.itemsize} bytes)"
-        )
-    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
-    if datatype == "BOOL" and array.size and int(array.view(np.uint8).max()) > 1:
-        raise InvalidInput(f"input {name!r}: BOOL raw bytes must each be 0 or 1")
-    return array
-
-
-def array_to_raw(array: np.ndarray, datatype: str) -> bytes:
-    """An array as the V2 raw form: little-endian row-major bytes, or length-prefixed BYTES."""
-    if datatype == "BYTES":
-        return serialize_bytes_tensor(array)
-    return np.ascontiguousarray(array, dtype=V2_TO_NUMPY[datatype]).tobytes()
-
-
-def contents_to_array(name: str, datatype: str, shape: Sequence[int], contents: pb.InferTensorContents) -> np.ndarray:
+def contents_to_array(
+    name: str, datatype: str, shape: Sequence[int], count: int, contents: pb.InferTensorContents
+) -> np.ndarray:
     """Typed ``contents`` as an array, refusing the wrong field, a wrong count or out-of-range values."""
-    dtype = tensor_dtype(name, datatype)
-    count = element_count(name, shape)
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidInput(f"input {name!r}: {datatype} has no typed contents field; send it in raw_input_contents")
     _check_only_field(name, datatype, field, contents)
     values = getattr(contents, field)
-    if len(values) != count:
-        raise InvalidInput(
-            f"input {name!r}: contents.{field} has {len(values)} values; shape {list(shape)} needs {count}"
-        )
-    if datatype == "BYTES":
-        array = np.empty(count, dtype=object)
-        array[:] = list(values)
-        return array.reshape(shape)
-    return _narrow(name, datatype, np.asarray(values, dtype=_FIELD_DTYPE[field]), dtype).reshape(shape)
+    return array_from_field(name, datatype, values, _FIELD_DTYPE.get(field), count, f"contents.{field}").reshape(shape)
 
 
 def _check_only_field(name: str, datatype: str, field: str, contents: pb.InferTensorContents) -> None:
     others = sorted(descriptor.name for descriptor, _ in contents.ListFields() if descriptor.name != field)
     if others:
         raise InvalidInput(f"input {name!r}: datatype {datatype} takes contents.{field}, not {', '.join(others)}")
-
-
-def _narrow(name: str, datatype: str, wide: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """Cast int_contents/uint_contents to INT8/16 or UINT8/16, refusing values that would wrap."""
-    if wide.dtype == dtype:
-        return wide
-    info = np.iinfo(dtype)
-    if wide.size and (int(wide.min()) < info.min or int(wide.max()) > info.max):
-        raise InvalidInput(f"input {name!r}: a value is outside the {datatype} range [{info.min}, {info.max}]")
-    return wide.astype(dtype)
 
 
 def array_to_contents(array: np.ndarray, datatype: str) -> pb.InferTensorContents:
@@ -198,13 +137,9 @@ def array_to_contents(array: np.ndarray, datatype: str) -> pb.InferTensorContent
         raise Unsupported(f"{datatype} has no typed contents field; send it raw")
     contents = pb.InferTensorContents()
     flat = array.reshape(-1)
-    values: Iterable[Any] = (_as_bytes(item) for item in flat) if datatype == "BYTES" else flat.tolist()
+    values: Iterable[Any] = (as_bytes(item) for item in flat) if datatype == "BYTES" else flat.tolist()
     getattr(contents, field).extend(values)
     return contents
-
-
-def _as_bytes(item: object) -> bytes:
-    return item.encode("utf-8") if isinstance(item, str) else bytes(item)  # type: ignore[call-overload]
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -214,15 +149,14 @@ class ModelInferRequestConverter:
     """``ModelInferRequest`` <-> core :class:`InferRequest`."""
 
     @staticmethod
-    def to_types(message: pb.ModelInferRequest) -> InferRequest:
-        if not message.model_name:
-            raise InvalidInput("model_name is required")
+    def to_types(message: pb.ModelInferRequest, rules: InputRules) -> InferRequest:
+        """Decode a request for the resolved model whose input rules are ``rules``."""
         return InferRequest(
             model_name=message.model_name,
             model_version=message.model_version or None,
             id=message.id or None,
-            inputs=_decode_inputs(message),
-            outputs=[RequestedOutput(output.name, parameters_to_types(output.parameters)) for output in message.outputs]
+            inputs=_decode_inputs(message, rules),
+            outputs=[RequestedOutput(_output_name(o.name), parameters_to_types(o.parameters)) for o in message.outputs]
             or None,
             parameters=parameters_to_types(message.parameters),
         )
@@ -247,7 +181,13 @@ class ModelInferRequestConverter:
         return message
 
 
-def _decode_inputs(message: pb.ModelInferRequest) -> list[Tensor]:
+def _output_name(name: str) -> str:
+    if not name:
+        raise InvalidInput("a requested output has an empty name")
+    return name
+
+
+def _decode_inputs(message: pb.ModelInferRequest, rules: InputRules) -> list[Tensor]:
     raw = message.raw_input_contents
     if raw:
         typed = [entry.name for entry in message.inputs if entry.contents.ListFields()]
@@ -259,27 +199,22 @@ def _decode_inputs(message: pb.ModelInferRequest) -> list[Tensor]:
             raise InvalidInput(
                 f"raw_input_contents has {len(raw)} entries but the request has {len(message.inputs)} inputs"
             )
-        return [_raw_input(entry, buffer) for entry, buffer in zip(message.inputs, raw, strict=True)]
-    return [_typed_input(entry) for entry in message.inputs]
+        return [_raw_input(entry, buffer, rules) for entry, buffer in zip(message.inputs, raw, strict=True)]
+    return [_typed_input(entry, rules) for entry in message.inputs]
 
 
-def _raw_input(entry: pb.ModelInferRequest.InferInputTensor, buffer: bytes) -> Tensor:
-    array = raw_to_array(_input_name(entry), entry.datatype, entry.shape, buffer)
+def _raw_input(entry: pb.ModelInferRequest.InferInputTensor, buffer: bytes, rules: InputRules) -> Tensor:
+    header = rules.check(entry.name, entry.datatype, list(entry.shape))
+    array = array_from_raw(header.name, header.datatype, header.shape, header.count, buffer, "raw_input_contents")
     return Tensor(entry.name, entry.datatype, array, parameters_to_types(entry.parameters))
 
 
-def _typed_input(entry: pb.ModelInferRequest.InferInputTensor) -> Tensor:
-    name = _input_name(entry)
-    if not entry.contents.ListFields() and element_count(name, entry.shape) > 0:
-        raise InvalidInput(f"input {name!r} has no data: set its contents or send raw_input_contents")
-    array = contents_to_array(name, entry.datatype, entry.shape, entry.contents)
+def _typed_input(entry: pb.ModelInferRequest.InferInputTensor, rules: InputRules) -> Tensor:
+    header = rules.check(entry.name, entry.datatype, list(entry.shape))
+    if not entry.contents.ListFields() and header.count > 0:
+        raise InvalidInput(f"input {header.name!r} has no data: set its contents or send raw_input_contents")
+    array = contents_to_array(header.name, header.datatype, header.shape, header.count, entry.contents)
     return Tensor(entry.name, entry.datatype, array, parameters_to_types(entry.parameters))
-
-
-def _input_name(entry: pb.ModelInferRequest.InferInputTensor) -> str:
-    if not entry.name:
-        raise InvalidInput("an input has an empty name")
-    return entry.name
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -308,10 +243,12 @@ class ModelInferResponseConverter:
             raise InvalidInput(f"raw_output_contents has {len(raw)} entries for {len(message.outputs)} outputs")
         outputs = []
         for index, entry in enumerate(message.outputs):
+            shape = check_dims(entry.name, list(entry.shape))
+            count = check_shape(entry.name, entry.datatype, shape)
             if raw:
-                array = raw_to_array(entry.name, entry.datatype, entry.shape, raw[index])
+                array = array_from_raw(entry.name, entry.datatype, shape, count, raw[index], "raw_output_contents")
             else:
-                array = contents_to_array(entry.name, entry.datatype, entry.shape, entry.contents)
+                array = contents_to_array(entry.name, entry.datatype, shape, count, entry.contents)
             outputs.append(Tensor(entry.name, entry.datatype, array, parameters_to_types(entry.parameters)))
         return InferResponse(
             model_name=message.model_name,

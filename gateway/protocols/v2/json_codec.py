@@ -4,8 +4,10 @@ The binary extension (as published with Triton's protocol extensions): a request
 a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw tensors
 in input order; an input carries ``"parameters": {"binary_data_size": N}`` instead of
 ``data``. Outputs are returned raw when the output asks ``"binary_data": true`` or the
-request asks ``"binary_data_output": true``. Raw data is little-endian row-major; a
-BYTES element is a 4-byte little-endian length followed by its bytes.
+request asks ``"binary_data_output": true``. Tensor rules (datatypes, shapes, limits,
+strict JSON values, raw buffers, BYTES framing) are the core codec's: every input's
+declared name, datatype and shape pass the resolved model's :class:`InputRules` before
+its data is touched.
 """
 
 from __future__ import annotations
@@ -16,22 +18,21 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.core.datatypes import deserialize_bytes_tensor, numpy_dtype, serialize_bytes_tensor
+from gateway.core.codec.datatypes import numpy_dtype
+from gateway.core.codec.limits import InputRules, TensorHeader, check_dims, check_shape
+from gateway.core.codec.raw import array_from_raw, array_to_raw
+from gateway.core.codec.values import array_from_json, array_to_json, nested_shape
 from gateway.core.errors import InvalidInput
-from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec
+from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
+from gateway.protocols.http import parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
 
 
-def parse_json(body: bytes | memoryview, what: str = "request body") -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON in {what}: {exc}") from None
-
-
-def decode_request(body: bytes, header_length: int | None, model: str, version: str | None) -> InferRequest:
-    """Decode a V2 infer request (JSON, or JSON header + binary tensors)."""
+def decode_request(
+    body: bytes, header_length: int | None, model: str, version: str | None, rules: InputRules
+) -> InferRequest:
+    """Decode a V2 infer request (JSON, or JSON header + binary tensors) for a resolved model."""
     if header_length is None:
         header_end = len(body)
     elif header_length < 0 or header_length > len(body):
@@ -48,7 +49,7 @@ def decode_request(body: bytes, header_length: int | None, model: str, version: 
     offset = header_end
     inputs = []
     for i, item in enumerate(raw_inputs):
-        tensor, offset = _decode_input(item, i, view, offset)
+        tensor, offset = _decode_input(item, i, view, offset, rules)
         inputs.append(tensor)
     if offset != len(body):
         raise InvalidInput(
@@ -64,104 +65,61 @@ def decode_request(body: bytes, header_length: int | None, model: str, version: 
     )
 
 
-def decode_raw_single_input(body: bytes, spec: TensorSpec, model: str, version: str | None) -> InferRequest:
+def decode_raw_single_input(body: bytes, model: str, version: str | None, rules: InputRules) -> InferRequest:
     """``Inference-Header-Content-Length: 0``: the whole body is the one input's raw data."""
-    dtype = numpy_dtype(spec.datatype)
+    if len(rules.specs) != 1:
+        raise InvalidInput(f"a header-less binary body needs a single-input model; {model!r} has {len(rules.specs)}")
+    spec = next(iter(rules.specs.values()))
     if spec.datatype == "BYTES":
         raise InvalidInput("a header-less binary body cannot carry a BYTES input; send a JSON header")
+    itemsize = numpy_dtype(spec.datatype).itemsize
     fixed = math.prod(d for d in spec.shape if d != -1)
     dynamic = [i for i, d in enumerate(spec.shape) if d == -1]
-    count, rest = divmod(len(body), dtype.itemsize)
+    count, rest = divmod(len(body), itemsize)
     if rest or len(dynamic) > 1 or (fixed and count % fixed):
         raise InvalidInput(
             f"a {len(body)}-byte body does not fit input {spec.name!r} of shape {list(spec.shape)} {spec.datatype}"
         )
-    shape = tuple(count // fixed if d == -1 else d for d in spec.shape) if fixed else (count,)
-    data = np.frombuffer(body, dtype=dtype).reshape(shape)
+    shape = [count // fixed if d == -1 else d for d in spec.shape] if fixed else [count]
+    header = rules.check(spec.name, spec.datatype, shape)
+    data = array_from_raw(spec.name, spec.datatype, header.shape, header.count, body, "the body")
     return InferRequest(model, [Tensor(spec.name, spec.datatype, data)], model_version=version)
 
 
-def _decode_input(item: Any, index: int, view: memoryview, offset: int) -> tuple[Tensor, int]:
+def _decode_input(item: Any, index: int, view: memoryview, offset: int, rules: InputRules) -> tuple[Tensor, int]:
     if not isinstance(item, dict):
         raise InvalidInput(f"inputs[{index}] must be an object")
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{index}].name must be a non-empty string")
-    datatype = item.get("datatype")
-    if not isinstance(datatype, str):
-        raise InvalidInput(f"input {name!r}: datatype must be a string")
-    dtype = numpy_dtype(datatype)
-    shape = _shape(item.get("shape"), name)
-    count = math.prod(shape)
+    header = rules.check(name, item.get("datatype"), item.get("shape"))
     params = _parameters(item.get("parameters"), f"input {name!r} parameters")
     size = params.pop("binary_data_size", None)
     if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if type(size) is not int or size < 0:
             raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
         if offset + size > len(view):
             raise InvalidInput(
                 f"input {name!r}: binary_data_size {size} runs past the end of the body ({len(view) - offset} left)"
             )
-        data = _from_binary(view[offset : offset + size], datatype, dtype, count, name)
-        return Tensor(name, datatype, data.reshape(shape), params), offset + size
+        chunk = view[offset : offset + size]
+        data = array_from_raw(name, header.datatype, header.shape, header.count, chunk, "binary_data_size")
+        return Tensor(name, header.datatype, data, params), offset + size
     if "data" not in item:
         raise InvalidInput(f"input {name!r}: needs 'data' or parameters.binary_data_size")
-    data = _from_json(item["data"], datatype, dtype, count, name)
-    return Tensor(name, datatype, data.reshape(shape), params), offset
+    return Tensor(name, header.datatype, _from_json(item["data"], header), params), offset
 
 
-def _shape(value: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
-        raise InvalidInput(f"input {name!r}: shape must be a list of integers")
-    if any(d < 0 for d in value):
-        raise InvalidInput(f"input {name!r}: shape {value} has a negative dimension")
-    return tuple(value)
-
-
-def _from_binary(chunk: memoryview, datatype: str, dtype: np.dtype[Any], count: int, name: str) -> np.ndarray:
-    if datatype == "BYTES":
-        return deserialize_bytes_tensor(chunk, count, name)
-    if len(chunk) != count * dtype.itemsize:
-        raise InvalidInput(
-            f"input {name!r}: binary_data_size is {len(chunk)} bytes, "
-            f"shape needs {count} x {dtype.itemsize} = {count * dtype.itemsize}"
-        )
-    return np.frombuffer(chunk, dtype=dtype)
-
-
-def _from_json(data: Any, datatype: str, dtype: np.dtype[Any], count: int, name: str) -> np.ndarray:
+def _from_json(data: Any, header: TensorHeader) -> np.ndarray:
+    """JSON data, flat or nested as the shape; the element count is read before converting."""
     if not isinstance(data, list):
         data = [data]
-    if datatype == "BYTES":
-        flat = _flatten_bytes(data, name)
-        array = np.empty(len(flat), dtype=object)
-        array[:] = flat
-    else:
-        try:
-            array = np.asarray(data, dtype=dtype).reshape(-1)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidInput(f"input {name!r}: data is not valid {datatype}: {exc}") from None
-        if datatype == "BOOL" and not _all_bools(data):
-            raise InvalidInput(f"input {name!r}: BOOL data must be true/false values")
-    if array.size != count:
-        raise InvalidInput(f"input {name!r}: shape needs {count} elements, data has {array.size}")
-    return array
-
-
-def _all_bools(data: list[Any]) -> bool:
-    return all(_all_bools(v) if isinstance(v, list) else isinstance(v, bool) for v in data)
-
-
-def _flatten_bytes(data: list[Any], name: str) -> list[bytes]:
-    out: list[bytes] = []
-    for value in data:
-        if isinstance(value, list):
-            out.extend(_flatten_bytes(value, name))
-        elif isinstance(value, str):
-            out.append(value.encode("utf-8"))
-        else:
-            raise InvalidInput(f"input {name!r}: BYTES data must be strings, got {type(value).__name__}")
-    return out
+    count = math.prod(nested_shape(header.name, data))
+    if count != header.count:
+        raise InvalidInput(
+            f"input {header.name!r}: shape {list(header.shape)} needs {header.count} elements, data has {count}"
+        )
+    return array_from_json(header.name, header.datatype, data).reshape(header.shape)
 
 
 def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
@@ -171,8 +129,8 @@ def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
         raise InvalidInput("'outputs' must be a list")
     outputs = []
     for i, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidInput(f"outputs[{i}] must be an object with a string 'name'")
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise InvalidInput(f"outputs[{i}] must be an object with a non-empty string 'name'")
         outputs.append(RequestedOutput(item["name"], _parameters(item.get("parameters"), f"outputs[{i}].parameters")))
     return outputs
 
@@ -191,7 +149,58 @@ def _optional_str(value: Any, where: str) -> str | None:
     raise InvalidInput(f"'{where}' must be a string")
 
 
-# -- responses -------------------------------------------------------------------------
+# -- client side: building requests, reading responses (tests, load tests, Python callers) -----------
+
+
+def encode_request(request: InferRequest, *, binary: bool = False) -> tuple[bytes, int | None]:
+    """A request body (JSON, or JSON header + raw tensors) and its header length when binary."""
+    chunks: list[bytes] = []
+    inputs = []
+    for tensor in request.inputs:
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if binary:
+            raw = array_to_raw(tensor.data, tensor.datatype)
+            entry["parameters"] = {**tensor.parameters, "binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array_to_json(tensor.name, tensor.data, tensor.datatype)
+            if tensor.parameters:
+                entry["parameters"] = tensor.parameters
+        inputs.append(entry)
+    doc: dict[str, Any] = {"inputs": inputs}
+    if request.id is not None:
+        doc["id"] = request.id
+    if request.parameters:
+        doc["parameters"] = request.parameters
+    if request.outputs:
+        doc["outputs"] = [{"name": o.name, "parameters": o.parameters} for o in request.outputs]
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def decode_response(body: bytes, header_length: int | None = None) -> InferResponse:
+    """Read what a V2 server answered (JSON outputs or binary ones)."""
+    end = len(body) if header_length is None else header_length
+    doc = parse_json(memoryview(body)[:end], "response body")
+    offset = end
+    outputs = []
+    for item in doc["outputs"]:
+        name, datatype = item["name"], item["datatype"]
+        shape = check_dims(name, item["shape"])
+        count = check_shape(name, datatype, shape)
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            data = array_from_raw(name, datatype, shape, count, memoryview(body)[offset : offset + size])
+            offset += size
+        else:
+            data = array_from_json(name, datatype, item["data"]).reshape(shape)
+        outputs.append(Tensor(name, datatype, data))
+    return InferResponse(doc["model_name"], str(doc.get("model_version", "")), outputs, id=doc.get("id"))
+
+
+# -- server side: responses ------------------------------------------------------------------------
 
 
 def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
@@ -204,11 +213,11 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
         binary = bool(wants.get(tensor.name, {}).get("binary_data", binary_default))
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.data.shape)}
         if binary:
-            raw = _to_binary(tensor)
+            raw = array_to_raw(tensor.data, tensor.datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = _to_json_data(tensor)
+            entry["data"] = array_to_json(tensor.name, tensor.data, tensor.datatype)
         header_outputs.append(entry)
     doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id is not None:
@@ -220,23 +229,3 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
-
-
-def _to_binary(tensor: Tensor) -> bytes:
-    if tensor.datatype == "BYTES":
-        return serialize_bytes_tensor(tensor.data)
-    return np.ascontiguousarray(tensor.data, dtype=tensor.data.dtype.newbyteorder("<")).tobytes()
-
-
-def _to_json_data(tensor: Tensor) -> Any:
-    flat = tensor.data.reshape(-1)
-    if tensor.datatype == "BYTES":
-        try:
-            return [bytes(v).decode("utf-8") for v in flat]
-        except UnicodeDecodeError:
-            raise InvalidInput(
-                f"output {tensor.name!r} holds non-UTF-8 bytes; request it with parameters.binary_data=true"
-            ) from None
-    if tensor.datatype == "FP16":
-        return flat.astype(np.float32)
-    return np.ascontiguousarray(flat)

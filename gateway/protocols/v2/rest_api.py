@@ -2,53 +2,44 @@
 
 ``POST .../infer`` is served by a raw-ASGI fast path (orjson, ``np.frombuffer``, no
 framework on the hot route: FastAPI with pydantic bodies measured about 3x slower here).
-Everything else goes through a small Starlette router. Both map errors through
-:mod:`gateway.protocols.http_errors` only.
+Everything else goes through the shared router. Every request resolves its model first
+(404 before the body is decoded), then decodes with the resolved version's input rules.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Final
 
-import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.core.dataplane import DataPlane
-from gateway.core.errors import GatewayError, InvalidInput
+from gateway.core.dataplane import DataPlane, ModelRef
+from gateway.core.errors import InvalidInput
+from gateway.core.models import ServedVersion
 from gateway.core.types import InferRequest
-from gateway.metrics import Metrics
-from gateway.protocols.http import Receive, Scope, Send, header, read_body, respond
-from gateway.protocols.http_envelope import RequestLabels, measured
-from gateway.protocols.http_errors import error_body, error_headers, error_status
+from gateway.metrics import RequestLabels
+from gateway.protocols.http import Receive, Scope, Send, header, parse_json, read_body, respond
+from gateway.protocols.http_envelope import measured
+from gateway.protocols.http_errors import json_response
+from gateway.protocols.mounts import Handler, Mounts, ProtocolContext
 from gateway.protocols.v2.json_codec import (
     HEADER_LENGTH,
     decode_raw_single_input,
     decode_request,
     encode_response,
-    parse_json,
 )
 from gateway.protocols.v2.openapi import openapi_document
 
-log = logging.getLogger(__name__)
-PROTOCOL = "rest"
-_PREFIX = "/v2/models/"
-_SUFFIX = "/infer"
+PROTOCOL: Final = "rest"
+_PREFIX: Final = "/v2/models/"
+_SUFFIX: Final = "/infer"
 
 
-def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
-
-
-def gateway_error_response(exc: GatewayError) -> Response:
-    headers = {k.decode(): v.decode() for k, v in error_headers(exc)}
-    return Response(error_body(exc.message), status_code=error_status(exc), media_type="application/json",
-                    headers=headers)  # fmt: skip
+def mount(mounts: Mounts, ctx: ProtocolContext) -> None:
+    api = V2Rest(ctx)
+    mounts.http_fast_paths.append(api.fast_path)
+    mounts.http_routes.extend(api.routes())
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -63,43 +54,34 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-class V2RestApp:
-    """The ASGI application on the HTTP port: V2 (plus any extra routes, e.g. TF Serving)."""
+class V2Rest:
+    """The V2 REST handlers over the data plane."""
 
-    def __init__(
-        self, dataplane: DataPlane, metrics: Metrics, max_body_bytes: int, extra_routes: Sequence[BaseRoute] = ()
-    ) -> None:
-        self.dataplane = dataplane
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.router = Starlette(
-            routes=[*self._routes(), *extra_routes],
-            exception_handlers={
-                GatewayError: _handle_gateway_error,
-                HTTPException: _handle_http_exception,
-                Exception: _handle_unexpected,
-            },
-        )
+    def __init__(self, ctx: ProtocolContext) -> None:
+        self.ctx = ctx
+        self.dataplane: DataPlane = ctx.dataplane
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            target = infer_target(scope["path"])
-            if target is not None:
-                await self.infer(scope, receive, send, *target)
-                return
-        await self.router(scope, receive, send)
+    def fast_path(self, scope: Scope) -> Handler | None:
+        if scope["method"] != "POST":
+            return None
+        target = infer_target(scope["path"])
+        if target is None:
+            return None
+        model, version = target
+        return lambda s, r, w: self.infer(s, r, w, model, version)
 
     # -- the hot path -------------------------------------------------------------------
 
     async def infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
-        """Serve one V2 infer request (raw ASGI: read, decode, infer, encode; measured)."""
-        labels = RequestLabels(model, version or "")
+        """Serve one V2 infer request (raw ASGI: resolve, read, decode, infer, encode; measured)."""
+        labels = RequestLabels(model)
 
         async def handle() -> None:
-            body = await read_body(scope, receive, self.max_body_bytes)
-            request = self._decode(scope, body, model, version)
-            response = await self.dataplane.infer(request)
-            labels.version = response.model_version
+            target = self.dataplane.resolve(ModelRef(model, version))
+            labels.version = str(target.version)
+            body = await read_body(scope, receive, self.ctx.max_request_bytes)
+            request = self._decode(scope, body, target, model, version)
+            response = await self.dataplane.infer(target, request)
             payload, header_length = encode_response(response, request)
             if header_length is None:
                 await respond(send, 200, payload)
@@ -107,26 +89,25 @@ class V2RestApp:
                 extra = [(HEADER_LENGTH.encode(), str(header_length).encode())]
                 await respond(send, 200, payload, b"application/octet-stream", extra)
 
-        await measured(scope, send, self.metrics, PROTOCOL, labels, handle)
+        await measured(scope, send, self.ctx.metrics, PROTOCOL, labels, handle)
 
-    def _decode(self, scope: Scope, body: bytes, model: str, version: str | None) -> InferRequest:
+    def _decode(
+        self, scope: Scope, body: bytes, target: ServedVersion, model: str, version: str | None
+    ) -> InferRequest:
+        rules = self.dataplane.input_rules(target)
         raw_length = header(scope, HEADER_LENGTH.encode())
         if raw_length is None:
-            return decode_request(body, None, model, version)
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise InvalidInput("Inference-Header-Content-Length is not an integer") from None
+            return decode_request(body, None, model, version, rules)
+        if not raw_length.isdigit() or len(raw_length) > 18:
+            raise InvalidInput("Inference-Header-Content-Length must be a non-negative integer")
+        length = int(raw_length)
         if length == 0:
-            inputs = self.dataplane.model_metadata(model, version).inputs
-            if len(inputs) != 1:
-                raise InvalidInput(f"a header-less binary body needs a single-input model; {model!r} has {len(inputs)}")
-            return decode_raw_single_input(body, inputs[0], model, version)
-        return decode_request(body, length, model, version)
+            return decode_raw_single_input(body, model, version, rules)
+        return decode_request(body, length, model, version, rules)
 
     # -- everything else ----------------------------------------------------------------
 
-    def _routes(self) -> list[BaseRoute]:
+    def routes(self) -> list[BaseRoute]:
         return [
             Route("/v2", self._server_metadata, methods=["GET"]),
             Route("/v2/health/live", self._live, methods=["GET"]),
@@ -135,11 +116,16 @@ class V2RestApp:
             Route("/v2/models/{model}/versions/{version}", self._model_metadata, methods=["GET"]),
             Route("/v2/models/{model}/ready", self._model_ready, methods=["GET"]),
             Route("/v2/models/{model}/versions/{version}/ready", self._model_ready, methods=["GET"]),
-            Route("/v2/models/{model}/infer", _InferEndpoint(self), methods=["POST"]),
-            Route("/v2/models/{model}/versions/{version}/infer", _InferEndpoint(self), methods=["POST"]),
+            Route("/v2/models/{model}/infer", self._infer_route, methods=["POST"]),
+            Route("/v2/models/{model}/versions/{version}/infer", self._infer_route, methods=["POST"]),
             Route("/v2/repository/index", self._repository_index, methods=["POST"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
         ]
+
+    async def _infer_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The infer route as the router sees it (so other methods get 405); POSTs normally take the fast path."""
+        params = scope["path_params"]
+        await self.infer(scope, receive, send, params["model"], params.get("version"))
 
     async def _server_metadata(self, request: Request) -> Response:
         return json_response(self.dataplane.server_metadata())
@@ -152,16 +138,16 @@ class V2RestApp:
         return json_response({"ready": ready}, 200 if ready else 503)
 
     async def _model_metadata(self, request: Request) -> Response:
-        p = request.path_params
-        return json_response(self.dataplane.model_metadata(p["model"], p.get("version")).to_dict())
+        target = self.dataplane.resolve(_ref(request))
+        return json_response(self.dataplane.model_metadata(target).to_dict())
 
     async def _model_ready(self, request: Request) -> Response:
-        p = request.path_params
-        ready = self.dataplane.model_ready(p["model"], p.get("version"))
-        return json_response({"name": p["model"], "ready": ready}, 200 if ready else 503)
+        ref = _ref(request)
+        ready = self.dataplane.model_ready(ref)
+        return json_response({"name": ref.name, "ready": ready}, 200 if ready else 503)
 
     async def _repository_index(self, request: Request) -> Response:
-        body = await request.body()
+        body = await read_body(request.scope, request.receive, self.ctx.max_request_bytes)
         only_ready = False
         if body.strip():
             doc = parse_json(body)
@@ -175,29 +161,6 @@ class V2RestApp:
         return json_response(openapi_document())
 
 
-class _InferEndpoint:
-    """The infer route as the router sees it (so other methods get 405); POSTs normally
-    take the fast path in :meth:`V2RestApp.__call__` before routing."""
-
-    def __init__(self, app: V2RestApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        params = scope["path_params"]
-        await self.app.infer(scope, receive, send, params["model"], params.get("version"))
-
-
-async def _handle_gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    return gateway_error_response(exc)
-
-
-async def _handle_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    message = {404: f"no route for {request.url.path}", 405: f"method {request.method} not allowed here"}
-    return json_response({"error": message.get(exc.status_code, exc.detail)}, exc.status_code, exc.headers)
-
-
-async def _handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error serving %s", request.url.path, exc_info=exc)
-    return json_response({"error": "internal error (see the gateway log)"}, 500)
+def _ref(request: Request) -> ModelRef:
+    params = request.path_params
+    return ModelRef(params["model"], params.get("version"))

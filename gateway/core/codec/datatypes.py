@@ -31,6 +31,9 @@ _KIND_SIZE_TO_V2 = {(dt.kind, dt.itemsize): name for name, dt in V2_TO_NUMPY.ite
 
 DATATYPES: frozenset[str] = frozenset(V2_TO_NUMPY)
 
+#: Bytes a BYTES element costs at least on any wire (its 4-byte length prefix); used for size limits.
+BYTES_ELEMENT_SIZE = 4
+
 
 def numpy_dtype(datatype: str) -> np.dtype[np.generic]:
     """The numpy dtype for a V2 datatype, or a clear error naming the bad value."""
@@ -51,36 +54,7 @@ def v2_datatype(dtype: np.dtype[np.generic]) -> str:
 
 
 def element_size(datatype: str) -> int:
-    """Bytes per element for fixed-size datatypes (BYTES has none)."""
+    """Bytes per element on the wire (BYTES: the minimum, its length prefix)."""
     if datatype == "BYTES":
-        raise ValueError("BYTES has no fixed element size")
+        return BYTES_ELEMENT_SIZE
     return V2_TO_NUMPY[datatype].itemsize
-
-
-def serialize_bytes_tensor(array: np.ndarray) -> bytes:
-    """Encode a BYTES tensor as the V2 binary format: 4-byte LE length + bytes, per element."""
-    parts: list[bytes] = []
-    for item in array.reshape(-1):
-        raw = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-        parts.append(len(raw).to_bytes(4, "little"))
-        parts.append(raw)
-    return b"".join(parts)
-
-
-def deserialize_bytes_tensor(buffer: bytes | memoryview, count: int, name: str) -> np.ndarray:
-    """Decode ``count`` length-prefixed BYTES elements; raise naming the tensor on a bad buffer."""
-    view = memoryview(buffer)
-    out = np.empty(count, dtype=object)
-    offset = 0
-    for i in range(count):
-        if offset + 4 > len(view):
-            raise InvalidInput(f"input {name!r}: BYTES data ends inside element {i}'s length prefix")
-        length = int.from_bytes(view[offset : offset + 4], "little")
-        offset += 4
-        if offset + length > len(view):
-            raise InvalidInput(f"input {name!r}: BYTES element {i} says {length} bytes, fewer remain")
-        out[i] = bytes(view[offset : offset + length])
-        offset += length
-    if offset != len(view):
-        raise InvalidInput(f"input {name!r}: {len(view) - offset} bytes left after {count} BYTES elements")
-    return out

@@ -1,0 +1,53 @@
+"""The envelope every measured gRPC call shares (V2 ``ModelInfer``, TF Serving ``Predict``).
+
+The gRPC twin of :mod:`gateway.protocols.http_envelope`: it counts the call in flight, ends a
+failed call through the one status table (:mod:`gateway.protocols.grpc_errors`; anything
+unexpected becomes a generic INTERNAL with the traceback logged, never sent), and records
+the call's status code, outcome and duration once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from gateway.core.errors import GatewayError
+from gateway.metrics import Metrics, RequestLabels, outcome_of
+from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def measured_rpc(
+    context: grpc.aio.ServicerContext[Any, Any], metrics: Metrics, protocol: str, labels: RequestLabels,
+    handler: Callable[[], Awaitable[T]],
+) -> T:  # fmt: skip
+    """Run ``handler`` (which returns the response message) inside the shared envelope."""
+    started = time.perf_counter()
+    inflight = metrics.inflight.labels(protocol)
+    inflight.inc()
+    code, client_error, server_error = grpc.StatusCode.OK, False, False
+    try:
+        return await handler()
+    except GatewayError as error:
+        code, client_error, server_error = status_for(error), error.is_client_error, not error.is_client_error
+        await abort_with(context, error)
+    except asyncio.CancelledError:  # the client went away or its deadline passed
+        code, client_error = grpc.StatusCode.CANCELLED, True
+        raise
+    except Exception:
+        log.exception("unexpected error in a %s call for model %r", protocol, labels.model[:64])
+        code, server_error = grpc.StatusCode.INTERNAL, True
+        await abort_internal(context)
+    finally:
+        inflight.dec()
+        metrics.observe_request(
+            labels.model, labels.version, protocol, code.name, outcome_of(client_error, server_error),
+            time.perf_counter() - started,
+        )  # fmt: skip
