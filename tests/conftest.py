@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from anyio.pytest_plugin import get_runner
 
 from gateway.core.dataplane import DataPlane
 from tests.harness import Served, loaded
 from tests.onnx_models import write_digits_repo, write_model
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_event_loop_per_worker() -> Iterator[None]:
+    """Hold anyio's test runner for the whole session: every async test and fixture of a worker runs
+    on one event loop, which is never closed under a library still holding it. grpc.aio binds its
+    completion-queue poller to the loop it first ran on; with a loop per test, a late callback from
+    that poller could hit a closed loop ("Event loop is closed") depending on teardown order."""
+    with get_runner("asyncio", {}):
+        yield
 
 
 @pytest.fixture(scope="session")

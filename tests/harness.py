@@ -55,7 +55,9 @@ async def loaded(
 
 
 @asynccontextmanager
-async def grpc_served(served: Served, max_message_bytes: int = 64 * MiB) -> AsyncIterator[tuple[grpc.aio.Channel, Mounts]]:
+async def grpc_served(
+    served: Served, max_message_bytes: int = 64 * MiB
+) -> AsyncIterator[tuple[grpc.aio.Channel, Mounts]]:
     """Every gRPC service on a free port, and a channel to it; health is refreshed as at start-up."""
     mounts = served.mounts()
     server = grpc.aio.server(options=grpc_server_options(max_message_bytes))

@@ -77,9 +77,14 @@ class ServedModel:
 _ECHO_LIMIT = 64
 
 
+def clip(text: str) -> str:
+    """A client-supplied name as it may appear in an error message: truncated."""
+    return text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "..."
+
+
 def echo(text: str) -> str:
-    """A client-supplied name as it may appear in an error message: repr'd and truncated."""
-    return repr(text if len(text) <= _ECHO_LIMIT else text[:_ECHO_LIMIT] + "...")
+    """A client-supplied name quoted (repr) and truncated, for the gateway's own messages."""
+    return repr(clip(text))
 
 
 def _caller(backend: Backend, config: ModelConfig) -> InferFn:
@@ -132,6 +137,8 @@ class ModelManager:
         try:
             return self._models[name]
         except KeyError:
+            if not name:
+                raise InvalidInput("a model name is required") from None
             if not MODEL_NAME_PATTERN.fullmatch(name):
                 raise InvalidInput(
                     f"model name {echo(name)} is not valid (names match {MODEL_NAME_PATTERN.pattern})"

@@ -81,7 +81,10 @@ async def test_unknown_backend_is_unavailable_not_fatal(tmp_path: Path) -> None:
     manager = ModelManager(ModelRepository(tmp_path), BackendRegistry())
     await manager.load_all()
     (row,) = manager.index()
-    assert row["state"] == "UNAVAILABLE" and "backend 'filehealth' is not available in this gateway (available: )" in row["reason"]
+    assert (
+        row["state"] == "UNAVAILABLE"
+        and "backend 'filehealth' is not available in this gateway (available: )" in row["reason"]
+    )
 
 
 async def test_backend_events_reach_the_metrics(tmp_path: Path) -> None:

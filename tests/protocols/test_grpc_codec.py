@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from gateway.core.codec.datatypes import V2_TO_NUMPY
+from gateway.core.codec.limits import InputRules, TensorLimits
+from gateway.core.codec.raw import array_from_raw, array_to_raw
 from gateway.core.errors import InvalidInput, Unsupported
-from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
+from gateway.core.types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec
 from gateway.protocols.v2.grpc_codec import (
     CONTENTS_FIELD,
     InferParameterConverter,
     ModelInferRequestConverter,
     ModelInferResponseConverter,
-    array_to_raw,
-    raw_to_array,
 )
 from gateway.protos import open_inference_grpc_pb2 as pb
 
@@ -43,6 +43,12 @@ def sample(datatype: str, shape: tuple[int, ...] = (2, 3)) -> np.ndarray:
     return (np.arange(count, dtype=dtype) - 2.5).reshape(shape)
 
 
+def decode(message: pb.ModelInferRequest) -> InferRequest:
+    """Decode with rules that accept the message's own names, datatypes and ranks (the codec's checks remain)."""
+    specs = [TensorSpec(e.name, e.datatype, tuple(-1 for _ in e.shape)) for e in message.inputs]
+    return ModelInferRequestConverter.to_types(message, InputRules.for_inputs(specs, 0, TensorLimits(1 << 30)))
+
+
 def request_with(tensor: Tensor, *, raw: bool) -> pb.ModelInferRequest:
     return ModelInferRequestConverter.from_types(InferRequest("m", [tensor]), raw=raw)
 
@@ -59,7 +65,7 @@ def test_every_datatype_round_trips_raw(datatype: str, shape: tuple[int, ...]) -
     data = sample(datatype, shape)
     message = request_with(Tensor("x", datatype, data), raw=True)
     assert len(message.raw_input_contents) == 1
-    decoded = ModelInferRequestConverter.to_types(pb.ModelInferRequest.FromString(message.SerializeToString()))
+    decoded = decode(pb.ModelInferRequest.FromString(message.SerializeToString()))
     assert decoded.inputs[0].datatype == datatype
     assert_same(decoded.inputs[0].data, data)
 
@@ -70,7 +76,7 @@ def test_every_typed_datatype_round_trips_as_contents(datatype: str) -> None:
     message = request_with(Tensor("x", datatype, data), raw=False)
     assert not message.raw_input_contents
     assert [f.name for f, _ in message.inputs[0].contents.ListFields()] == [CONTENTS_FIELD[datatype]]
-    decoded = ModelInferRequestConverter.to_types(pb.ModelInferRequest.FromString(message.SerializeToString()))
+    decoded = decode(pb.ModelInferRequest.FromString(message.SerializeToString()))
     assert_same(decoded.inputs[0].data, data)
 
 
@@ -80,12 +86,12 @@ def test_fp16_cannot_be_typed_either_way() -> None:
     message = pb.ModelInferRequest(model_name="m")
     message.inputs.add(name="half", datatype="FP16", shape=[1, 2]).contents.fp32_contents.extend([1.0, 2.0])
     with pytest.raises(InvalidInput, match=r"'half'.*raw_input_contents"):
-        ModelInferRequestConverter.to_types(message)
+        decode(message)
 
 
 def test_raw_decode_keeps_the_wire_buffer() -> None:
     buffer = np.arange(6, dtype="<f4").tobytes()
-    array = raw_to_array("x", "FP32", [2, 3], buffer)
+    array = array_from_raw("x", "FP32", [2, 3], 6, buffer)
     assert np.shares_memory(array, np.frombuffer(buffer, np.uint8))
     assert array_to_raw(array, "FP32") == buffer
 
@@ -99,7 +105,7 @@ def test_request_fields_parameters_and_outputs_survive() -> None:
         outputs=[RequestedOutput("probs", {"binary_data": True})],
         parameters={"flag": True, "count": -4, "big": 2**64 - 1, "ratio": 0.25, "name": "x"},
     )
-    decoded = ModelInferRequestConverter.to_types(ModelInferRequestConverter.from_types(request))
+    decoded = decode(ModelInferRequestConverter.from_types(request))
     assert (decoded.model_name, decoded.model_version, decoded.id) == ("digits", "3", "req-7")
     assert decoded.parameters == request.parameters
     assert isinstance(decoded.parameters["flag"], bool)
@@ -109,7 +115,7 @@ def test_request_fields_parameters_and_outputs_survive() -> None:
 
 def test_empty_version_id_and_outputs_mean_defaults() -> None:
     message = pb.ModelInferRequest(model_name="m")
-    decoded = ModelInferRequestConverter.to_types(message)
+    decoded = decode(message)
     assert (decoded.model_version, decoded.id, decoded.outputs, decoded.inputs) == (None, None, None, [])
 
 
@@ -158,7 +164,7 @@ def test_parameter_without_a_value_is_invalid() -> None:
     message = pb.ModelInferRequest(model_name="m")
     message.parameters["empty"].CopyFrom(pb.InferParameter())
     with pytest.raises(InvalidInput, match="'empty'"):
-        ModelInferRequestConverter.to_types(message)
+        decode(message)
 
 
 def _typed(datatype: str, shape: list[int], **contents: Any) -> pb.ModelInferRequest:
@@ -188,14 +194,16 @@ def _raw(datatype: str, shape: list[int], buffer: bytes) -> pb.ModelInferRequest
         (_raw("FP32", [2, 2], b"\0" * 15), r"'x'.*15 bytes.*needs 16"),
         (_raw("BOOL", [2], b"\x01\x02"), r"'x'.*BOOL"),
         (_raw("BYTES", [2], b"\x05\0\0\0ab"), r"'x'.*BYTES"),
-        (_raw("BYTES", [10**12], b"\x01\0\0\0a"), r"'x'.*too few"),
+        (_raw("BYTES", [10**6], b"\x01\0\0\0a"), r"'x'.*too few"),
+        (_raw("BYTES", [10**12], b"\x01\0\0\0a"), r"'x'.*over the limit"),
+        (_raw("FP32", [2**40, 64], b""), r"'x'.*over the limit"),
         (_raw("INT64", [-1], b""), r"'x'.*negative"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_bad_tensors_are_invalid_input_naming_the_input(message: pb.ModelInferRequest, match: str) -> None:
     with pytest.raises(InvalidInput, match=match):
-        ModelInferRequestConverter.to_types(message)
+        decode(message)
 
 
 def test_mixing_raw_and_typed_is_invalid() -> None:
@@ -203,20 +211,18 @@ def test_mixing_raw_and_typed_is_invalid() -> None:
     message.inputs.add(name="y", datatype="FP32", shape=[1]).contents.fp32_contents.append(2.0)
     message.raw_input_contents.append(b"")
     with pytest.raises(InvalidInput, match=r"\['y'\].*raw_input_contents"):
-        ModelInferRequestConverter.to_types(message)
+        decode(message)
 
 
 def test_raw_entry_count_must_match_inputs() -> None:
     message = _raw("FP32", [1], np.float32(1).tobytes())
     message.inputs.add(name="y", datatype="FP32", shape=[1])
     with pytest.raises(InvalidInput, match="raw_input_contents has 1 entries but the request has 2 inputs"):
-        ModelInferRequestConverter.to_types(message)
+        decode(message)
 
 
-def test_model_name_and_input_name_are_required() -> None:
-    with pytest.raises(InvalidInput, match="model_name"):
-        ModelInferRequestConverter.to_types(pb.ModelInferRequest())
+def test_input_name_is_required() -> None:
     message = _raw("FP32", [1], np.float32(1).tobytes())
     message.inputs[0].name = ""
-    with pytest.raises(InvalidInput, match="empty name"):
-        ModelInferRequestConverter.to_types(message)
+    with pytest.raises(InvalidInput, match="an input has no name"):
+        decode(message)

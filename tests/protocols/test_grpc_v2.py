@@ -17,9 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from demo.digits import load_digits_split
-from gateway.backends import default_registry
-from gateway.core.dataplane import DataPlane
 from gateway.core.codec.datatypes import V2_TO_NUMPY
+from gateway.core.dataplane import DataPlane
 from gateway.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -31,15 +30,15 @@ from gateway.core.errors import (
     PayloadTooLarge,
     Unsupported,
 )
-from gateway.core.models import ModelManager
-from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, RequestedOutput, Tensor
 from gateway.metrics import Metrics
 from gateway.protocols.grpc_errors import INTERNAL_DETAILS, STATUS_BY_KIND, status_on_error
-from gateway.protocols.v2.grpc_api import SERVICE_NAME, GatewayHealthServicer, add_grpc_services, grpc_server_options
+from gateway.protocols.mounts import Mounts
+from gateway.protocols.v2.grpc_api import SERVICE_NAME, grpc_server_options
 from gateway.protocols.v2.grpc_codec import ModelInferRequestConverter, ModelInferResponseConverter
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
+from tests.harness import grpc_served, loaded
 from tests.onnx_models import write_slow_model
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +58,7 @@ parameters: {{graph_optimization: disable}}
 class Gateway:
     stub: pb_grpc.GRPCInferenceServiceStub
     health_stub: health_pb2_grpc.HealthStub
-    health: GatewayHealthServicer
+    mounts: Mounts
     dataplane: DataPlane
     metrics: Metrics
 
@@ -67,27 +66,14 @@ class Gateway:
 @asynccontextmanager
 async def serve(repo: Path, max_message_bytes: int = 64 * 1024 * 1024) -> AsyncIterator[Gateway]:
     """Load ``repo``, serve it over gRPC on a free port and yield connected stubs."""
-    metrics = Metrics()
-    manager = ModelManager(ModelRepository(repo), default_registry())
-    await manager.load_all()
-    metrics.set_known_models(manager.names())
-    dataplane = DataPlane(manager, metrics)
-    server = grpc.aio.server(options=grpc_server_options(max_message_bytes))
-    health = add_grpc_services(server, dataplane, metrics)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield Gateway(
-                pb_grpc.GRPCInferenceServiceStub(channel),  # type: ignore[no-untyped-call]
-                health_pb2_grpc.HealthStub(channel),
-                health,
-                dataplane,
-                metrics,
-            )
-    finally:
-        await server.stop(grace=None)
-        await manager.unload_all()
+    async with loaded(repo) as served, grpc_served(served, max_message_bytes) as (channel, mounts):
+        yield Gateway(
+            pb_grpc.GRPCInferenceServiceStub(channel),  # type: ignore[no-untyped-call]
+            health_pb2_grpc.HealthStub(channel),
+            mounts,
+            served.dataplane,
+            served.metrics,
+        )
 
 
 @pytest.fixture
@@ -180,7 +166,8 @@ async def test_health_follows_readiness_and_graceful_shutdown(gateway: Gateway) 
     assert await status(SERVICE_NAME) == NOT_SERVING
     gateway.dataplane.draining = False
     assert await status(SERVICE_NAME) == SERVING
-    await gateway.health.enter_graceful_shutdown()
+    for hook in gateway.mounts.on_drain:
+        await hook()
     assert await status("") == NOT_SERVING
     assert await status(SERVICE_NAME) == NOT_SERVING
 
@@ -320,8 +307,13 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
     [
         pytest.param(_set(model_name="nope"), grpc.StatusCode.NOT_FOUND, "nope", id="unknown-model"),
         pytest.param(_set(model_version="9"), grpc.StatusCode.NOT_FOUND, "9", id="unknown-version"),
-        pytest.param(_set(model_version="v1"), grpc.StatusCode.NOT_FOUND, "v1", id="non-numeric-version"),
-        pytest.param(_set(model_name=""), INVALID, "model_name", id="no-model-name"),
+        pytest.param(
+            _set(model_version="v1"),
+            INVALID,
+            "version 'v1' of model 'digits_mlp' is not valid",
+            id="non-numeric-version",
+        ),
+        pytest.param(_set(model_name=""), INVALID, "a model name is required", id="no-model-name"),
         pytest.param(_rename_input, INVALID, "pixelz", id="unknown-input"),
         pytest.param(_wrong_datatype, INVALID, "pixels", id="wrong-datatype"),
         pytest.param(_wrong_shape, INVALID, "pixels", id="wrong-shape"),

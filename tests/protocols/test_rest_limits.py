@@ -9,12 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.backends import default_registry
-from gateway.core.dataplane import DataPlane
-from gateway.core.models import ModelManager
-from gateway.core.repository import ModelRepository
-from gateway.metrics import Metrics
-from gateway.protocols.v2.rest_api import V2RestApp
+from tests.harness import loaded
 from tests.onnx_models import write_model
 
 pytestmark = pytest.mark.anyio
@@ -26,14 +21,10 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     params = "parameters: {concurrency: 1}\n"
     write_model(tmp_path, "hurried", f"backend: onnxruntime\ntimeout_seconds: 0.01\n{params}", writer="slow")
     write_model(tmp_path, "narrow", f"backend: onnxruntime\nmax_queue_size: 1\n{params}", writer="slow")
-    manager = ModelManager(ModelRepository(tmp_path), default_registry())
-    await manager.load_all()
-    metrics = Metrics()
-    metrics.set_known_models(manager.names(), manager.versions())
-    app = V2RestApp(DataPlane(manager, metrics), metrics, max_body_bytes=1 << 20)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=60) as c:
-        yield c
-    await manager.unload_all()
+    async with loaded(tmp_path) as served:
+        app = served.http_app(1 << 20)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=60) as c:
+            yield c
 
 
 async def test_deadline_gives_504(client: httpx.AsyncClient) -> None:

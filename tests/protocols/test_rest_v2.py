@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from gateway.core.dataplane import DataPlane
 from gateway.protocols.v2.rest_api import infer_target
 from tests.harness import Served
 
@@ -248,7 +247,10 @@ async def test_malformed_bodies_are_400(client: httpx.AsyncClient, body: bytes, 
 
 async def test_binary_size_mismatches_are_400(client: httpx.AsyncClient) -> None:
     raw = pixels(1).tobytes()
-    for size, needle in ((len(raw) - 4, "binary_data_size has 252 bytes; shape [1, 64] of FP32 needs 256"), (len(raw) + 4, "runs past the end")):
+    for size, needle in (
+        (len(raw) - 4, "binary_data_size has 252 bytes; shape [1, 64] of FP32 needs 256"),
+        (len(raw) + 4, "runs past the end"),
+    ):
         header = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
                               "parameters": {"binary_data_size": size}}]}  # fmt: skip
         body, headers = binary_body(header, raw)

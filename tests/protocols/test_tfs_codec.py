@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from gateway.core.codec.datatypes import V2_TO_NUMPY
+from gateway.core.codec.limits import DEFAULT_LIMITS, InputRules
 from gateway.core.errors import InvalidInput
 from gateway.core.types import Tensor, TensorSpec
 from gateway.protocols.tfserving.json_codec import JsonFormat, decode_predict, encode_predict, parse_predict_body
@@ -19,8 +20,10 @@ from gateway.protos.tfserving import generate
 from gateway.protos.tfserving.tensorflow.core.framework import tensor_pb2, types_pb2
 from gateway.tensorproto import TF_DTYPE, shape_proto, tensor_from_proto, tensor_to_proto
 
-PIXELS = [TensorSpec("pixels", "FP32", (-1, 4))]
-TWO = [TensorSpec("image", "FP32", (-1, 2)), TensorSpec("tag", "BYTES", (-1,))]
+PIXELS = InputRules.for_inputs([TensorSpec("pixels", "FP32", (-1, 4))], 0, DEFAULT_LIMITS)
+TWO = InputRules.for_inputs(
+    [TensorSpec("image", "FP32", (-1, 2)), TensorSpec("tag", "BYTES", (-1,))], 0, DEFAULT_LIMITS
+)
 
 
 def sample(datatype: str) -> np.ndarray:
@@ -77,7 +80,7 @@ def test_a_single_value_fills_the_shape_as_in_tensorflow() -> None:
         (tensor_pb2.TensorProto(dtype=types_pb2.DT_COMPLEX128), "dtype DT_COMPLEX128 is not supported"),
         (
             tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1, 2, 3], tensor_shape=shape_proto((2,))),
-            "needs 2 values, the tensor holds 3",
+            "float_val has 3 values; the shape needs 2",
         ),
         (
             tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=b"\0" * 6, tensor_shape=shape_proto((2,))),
@@ -85,7 +88,7 @@ def test_a_single_value_fills_the_shape_as_in_tensorflow() -> None:
         ),
         (
             tensor_pb2.TensorProto(dtype=types_pb2.DT_INT8, int_val=[1, 128], tensor_shape=shape_proto((2,))),
-            "outside the range of int8",
+            "outside the INT8 range",
         ),
         (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape_proto((-1, 2))), "negative dimension"),
         (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape={"unknown_rank": True}), "unknown_rank"),
@@ -124,15 +127,14 @@ def test_columnar_format_takes_a_tensor_or_named_tensors() -> None:
 
 
 def test_a_bare_b64_value_is_a_value_not_a_named_object() -> None:
-    spec = [TensorSpec("raw", "BYTES", (-1,))]
+    spec = InputRules.for_inputs([TensorSpec("raw", "BYTES", (-1,))], 0, DEFAULT_LIMITS)
     (tensor,), _ = decode_predict({"instances": [{"b64": "AQI="}, {"b64": "Aw=="}]}, spec)
     assert tensor.data.tolist() == [b"\x01\x02", b"\x03"]
 
 
-def test_nan_and_infinity_tokens_are_accepted() -> None:
-    doc = parse_predict_body(b'{"instances": [[NaN, Infinity, -Infinity, 1]]}')
-    (tensor,), _ = decode_predict(doc, PIXELS)
-    assert np.isnan(tensor.data[0, 0]) and tensor.data[0, 1] == np.inf and tensor.data[0, 2] == -np.inf
+def test_nan_and_infinity_tokens_are_refused_as_in_every_json_input() -> None:
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        parse_predict_body(b'{"instances": [[NaN, Infinity, -Infinity, 1]]}')
 
 
 @pytest.mark.parametrize(
@@ -143,18 +145,20 @@ def test_nan_and_infinity_tokens_are_accepted() -> None:
         ({"instances": [[1]], "signature_name": 3}, PIXELS, "'signature_name' must be a string"),
         ({"instances": [[1]], "signature_name": "predict"}, PIXELS, 'Serving signature name: "predict" not found'),
         ({"instances": {"pixels": [1]}}, PIXELS, "'instances' must be a non-empty list"),
-        ({"instances": [[1, 2], [3]]}, PIXELS, "ragged"),
-        ({"instances": [[True, False]]}, PIXELS, "expected numbers for a FP32 input"),
-        ({"instances": [{"b64": "AA=="}]}, PIXELS, "expected numbers"),
+        ({"instances": [[1, 2, 3, 4], [3]]}, PIXELS, "ragged"),
+        ({"instances": [[1, 2], [3]]}, PIXELS, "shape [2, 2] does not match the model's [-1, 4]"),
+        ({"instances": [[True, False, True, True]]}, PIXELS, "instances[0] is true; FP32 takes numbers"),
+        ({"instances": [{"b64": "AA=="}]}, PIXELS, "shape [1] does not match"),
         ({"instances": [[1, 2]]}, TWO, "must name them"),
         ({"instances": [{"image": [1, 2]}]}, TWO, "every instance needs exactly ['image', 'tag']"),
-        ({"inputs": {"tag": [["a"], ["b", "c"]]}}, TWO, "ragged"),
-        ({"inputs": {"tag": [1]}}, TWO, "takes strings or"),
+        ({"inputs": {"tag": ["a", ["b", "c"]]}}, TWO, "ragged"),
+        ({"inputs": {"tag": [1]}}, TWO, 'BYTES takes strings or {"b64": ...} objects'),
         ({"inputs": {"tag": [{"b64": 5}]}}, TWO, "a b64 value must be a string"),
-        ({"inputs": {"tag": [{"b64": "***"}]}}, TWO, "invalid base64"),
+        ({"inputs": {"tag": [{"b64": "***"}]}}, TWO, "not valid base64"),
+        ({"inputs": {"nope": [1]}}, TWO, "unknown input 'nope'"),
     ],
 )
-def test_bad_requests_are_invalid_input(doc: dict[str, object], specs: list[TensorSpec], message: str) -> None:
+def test_bad_requests_are_invalid_input(doc: dict[str, object], specs: InputRules, message: str) -> None:
     with pytest.raises(InvalidInput) as info:
         decode_predict(doc, specs)
     assert message in info.value.message

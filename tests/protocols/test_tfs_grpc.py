@@ -21,14 +21,8 @@ import pytest
 from google.protobuf import wrappers_pb2
 from sklearn.datasets import load_digits
 
-from gateway.backends import default_registry
-from gateway.core.dataplane import DataPlane
-from gateway.core.models import ModelManager
-from gateway.core.repository import ModelRepository
 from gateway.core.types import Tensor
 from gateway.metrics import Metrics
-from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
-from gateway.protocols.v2.grpc_api import add_grpc_services, grpc_server_options
 from gateway.protos import open_inference_grpc_pb2 as v2_pb
 from gateway.protos import open_inference_grpc_pb2_grpc as v2_grpc
 from gateway.protos.tfserving.tensorflow.core.framework import types_pb2
@@ -45,6 +39,7 @@ from gateway.protos.tfserving.tensorflow_serving.apis import (
     regression_pb2,
 )
 from gateway.tensorproto import tensor_from_proto, tensor_to_proto
+from tests.harness import grpc_served, loaded
 from tests.onnx_models import ONNX_TYPES
 from tests.protocols.test_tfs_rest import write_versioned_repo
 
@@ -62,27 +57,13 @@ class Gateway:
 @asynccontextmanager
 async def serve(repo: Path) -> AsyncIterator[Gateway]:
     """Load ``repo`` and serve V2 and TF Serving gRPC on one free port, as the gateway does."""
-    metrics = Metrics()
-    manager = ModelManager(ModelRepository(repo), default_registry())
-    await manager.load_all()
-    metrics.set_known_models(manager.names())
-    dataplane = DataPlane(manager, metrics)
-    server = grpc.aio.server(options=grpc_server_options(16 * 1024 * 1024))
-    add_grpc_services(server, dataplane, metrics)
-    add_tfs_grpc_services(server, dataplane, metrics)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield Gateway(
-                channel,
-                prediction_service_pb2_grpc.PredictionServiceStub(channel),  # type: ignore[no-untyped-call]
-                model_service_pb2_grpc.ModelServiceStub(channel),  # type: ignore[no-untyped-call]
-                metrics,
-            )
-    finally:
-        await server.stop(None)
-        await manager.unload_all()
+    async with loaded(repo) as served, grpc_served(served, 16 * 1024 * 1024) as (channel, _):
+        yield Gateway(
+            channel,
+            prediction_service_pb2_grpc.PredictionServiceStub(channel),  # type: ignore[no-untyped-call]
+            model_service_pb2_grpc.ModelServiceStub(channel),  # type: ignore[no-untyped-call]
+            served.metrics,
+        )
 
 
 @pytest.fixture
@@ -231,7 +212,7 @@ async def test_predict_input_errors_are_invalid_argument(gateway: Gateway) -> No
     short = predict_pb2.PredictRequest()
     short.CopyFrom(good)
     del short.inputs["pixels"].float_val[5:]
-    cases.append((short, "the shape needs 64 values, the tensor holds 5"))
+    cases.append((short, "float_val has 5 values; the shape needs 64"))
     unknown_output = predict_pb2.PredictRequest()
     unknown_output.CopyFrom(good)
     unknown_output.output_filter.append("logits")

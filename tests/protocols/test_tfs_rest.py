@@ -14,14 +14,11 @@ import pytest
 from onnx import TensorProto, helper
 from sklearn.datasets import load_digits
 
-from gateway.backends import default_registry
-from gateway.core.dataplane import DataPlane
-from gateway.core.models import ModelManager
-from gateway.core.repository import ModelRepository
-from gateway.metrics import Metrics
-from gateway.protocols.tfserving.rest_api import parse_path, tfs_routes
+from gateway.core.types import Tensor
+from gateway.protocols.tfserving.json_codec import JsonFormat, encode_predict
+from gateway.protocols.tfserving.rest_api import parse_path
 from gateway.protocols.tfserving.servables import ServableRef
-from gateway.protocols.v2.rest_api import V2RestApp
+from tests.harness import Served, loaded
 from tests.onnx_models import ONNX_TYPES, write_digits_repo
 
 pytestmark = pytest.mark.anyio
@@ -63,25 +60,18 @@ def write_versioned_repo(repo: Path) -> Path:
 
 
 @pytest.fixture
-async def client(dataplane: DataPlane) -> AsyncIterator[httpx.AsyncClient]:
-    app = V2RestApp(
-        dataplane, dataplane.metrics, max_body_bytes=LIMIT, extra_routes=tfs_routes(dataplane, dataplane.metrics, LIMIT)
-    )
+async def client(served: Served) -> AsyncIterator[httpx.AsyncClient]:
+    app = served.http_app(LIMIT)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         yield c
 
 
 @pytest.fixture
 async def versioned(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    manager = ModelManager(ModelRepository(write_versioned_repo(tmp_path)), default_registry())
-    await manager.load_all()
-    metrics = Metrics()
-    metrics.set_known_models(manager.names())
-    plane = DataPlane(manager, metrics)
-    app = V2RestApp(plane, metrics, max_body_bytes=LIMIT, extra_routes=tfs_routes(plane, metrics, LIMIT))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
-        yield c
-    await manager.unload_all()
+    async with loaded(write_versioned_repo(tmp_path)) as served:
+        app = served.http_app(LIMIT)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+            yield c
 
 
 def pixels(n: int = 3) -> np.ndarray:
@@ -99,7 +89,7 @@ def labels(n: int = 3) -> list[int]:
 def test_paths_follow_tf_servings_expressions() -> None:
     assert parse_path("/v1/models/m:predict") is not None
     target = parse_path("/v1/models/m/versions/3:predict")
-    assert target is not None and target.ref == ServableRef("m", 3) and target.action == "predict"
+    assert target is not None and target.ref == ServableRef("m", "3") and target.action == "predict"
     target = parse_path("/v1/models/m/labels/canary/metadata")
     assert target is not None and target.ref == ServableRef("m", None, "canary") and target.action == "metadata"
     target = parse_path("/V1/Models/m")
@@ -231,15 +221,18 @@ async def test_row_format_with_several_inputs_and_outputs(client: httpx.AsyncCli
     assert row["out_INT32"] == [-3] and row["out_FP16"] == [1.5] and len(row) == len(ONNX_TYPES)
 
 
-async def test_non_finite_floats_come_back_as_json_tokens(client: httpx.AsyncClient) -> None:
+async def test_non_finite_float_tokens_are_refused_as_everywhere(client: httpx.AsyncClient) -> None:
     columns, _ = _types_columns()
     columns["in_FP64"] = [[float("nan"), float("inf")]]
-    body = json.dumps({"inputs": columns}).encode()  # NaN/Infinity tokens, as TF Serving clients send them
+    body = json.dumps({"inputs": columns}).encode()  # NaN/Infinity tokens: not JSON numbers
     r = await client.post("/v1/models/types:predict", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 200, r.text
-    assert b"[[NaN,Infinity]]" in r.content
-    out = json.loads(r.content)["outputs"]["out_FP64"]
-    assert np.isnan(out[0][0]) and out[0][1] == float("inf")
+    assert r.status_code == 400 and "is not valid JSON" in r.json()["error"]
+
+
+def test_non_finite_outputs_are_written_as_tf_serving_writes_them() -> None:
+    out = Tensor("out", "FP64", np.array([[float("nan"), float("inf")]]))
+    body = encode_predict([out], JsonFormat.COLUMNAR)
+    assert body == b'{"outputs":[[NaN,Infinity]]}'
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -282,14 +275,14 @@ async def test_status_and_metadata_errors(client: httpx.AsyncClient) -> None:
         (b'{"signature_name": "classify", "instances": [[1]]}', 'Serving signature name: "classify" not found'),
         (b'{"instances": [[1.0, 2.0]]}', "shape [1, 2] does not match the model's [-1, 64]"),
         (b'{"inputs": [1.0, 2.0]}', "shape [2] does not match"),
-        (b'{"instances": [[1.0, 2.0], [1.0]]}', "ragged"),
-        (b'{"instances": [["a", "b"]]}', "expected numbers for a FP32 input"),
+        (b'{"instances": [[' + b"1.0," * 63 + b"1.0], [1.0]]}", "ragged"),
+        (b'{"instances": [[' + b'"a",' * 63 + b'"a"]]}', "instances[0] is a string; FP32 takes numbers"),
         (b'{"instances": []}', "non-empty list"),
         (b'{"instances": [{"pixels": [1]}, [1]]}', "mixes objects"),
         (b'{"instances": [{"image": [1]}]}', "every instance needs exactly ['pixels']"),
         (b'{"inputs": {"image": [[1]]}}', "unknown input 'image'"),
         (b'{"something": 1}', "needs 'instances' (row format) or 'inputs'"),
-        (b'{"instances": [[1,', "malformed JSON"),
+        (b'{"instances": [[1,', "request body is not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
     ],
 )
@@ -303,10 +296,10 @@ async def test_bad_predict_bodies_are_400_naming_the_problem(
 
 async def test_bad_values_for_typed_inputs_are_400(client: httpx.AsyncClient) -> None:
     cases = {
-        "in_BOOL": ([[1, 0]], "expected true/false values"),
-        "in_INT8": ([[1, 300]], "outside the range of INT8"),
-        "in_INT32": ([[1.5, 2]], "expected integers"),
-        "in_BYTES": ([[{"b64": "not base64!"}, "x"]], "invalid base64"),
+        "in_BOOL": ([[1, 0]], "inputs.in_BOOL[0] is the number 1; BOOL takes true/false"),
+        "in_INT8": ([[1, 300]], "value 300 is outside the INT8 range"),
+        "in_INT32": ([[1.5, 2]], "inputs.in_INT32[0] is a number with a fraction; INT32 takes integers"),
+        "in_BYTES": ([[{"b64": "not base64!"}, "x"]], "the b64 value is not valid base64"),
     }
     for name, (value, message) in cases.items():
         columns, _ = _types_columns()
@@ -327,11 +320,11 @@ async def test_wrong_methods_and_oversized_bodies(client: httpx.AsyncClient) -> 
     assert r.status_code == 413 and "over the limit" in r.json()["error"]
 
 
-async def test_predict_metrics_use_the_tfs_rest_protocol(client: httpx.AsyncClient, dataplane: DataPlane) -> None:
+async def test_predict_metrics_use_the_tfs_rest_protocol(client: httpx.AsyncClient, served: Served) -> None:
     await client.post("/v1/models/digits_mlp:predict", json={"instances": pixels(1).tolist()})
     await client.post("/v1/models/digits_mlp:predict", json={"instances": [[1.0]]})
     await client.post("/v1/models/made_up:predict", json={"instances": [[1.0]]})
-    registry = dataplane.metrics.registry
+    registry = served.metrics.registry
 
     def count(model: str, version: str, status: str) -> float | None:
         labels = {"model": model, "version": version, "protocol": "tfs_rest", "status": status}

@@ -18,7 +18,7 @@ from google.protobuf import json_format, wrappers_pb2
 
 from gateway.core.dataplane import DataPlane, ModelRef, VersionStatus
 from gateway.core.errors import InvalidInput, ModelNotFound
-from gateway.core.models import ServedVersion, VersionState, echo
+from gateway.core.models import ServedVersion, VersionState, clip
 from gateway.core.types import TensorSpec
 from gateway.protos.tfserving.tensorflow.core.protobuf import meta_graph_pb2
 from gateway.protos.tfserving.tensorflow_serving.apis import (
@@ -64,9 +64,9 @@ class ServableRef:
 
     def describe(self) -> str:
         """TF Serving's ServableRequest wording, used in its not-found messages (the name truncated)."""
-        name = self.name if len(self.name) <= 64 else self.name[:64] + "..."
+        name = clip(self.name)
         if self.version is not None:
-            return f"Specific({name}, {echo(self.version)[1:-1]})"
+            return f"Specific({name}, {clip(self.version)})"
         return f"Latest({name})"
 
 
@@ -78,7 +78,7 @@ def resolve(dataplane: DataPlane, ref: ServableRef) -> ServedVersion:
         return dataplane.resolve(ref.model_ref())
     except ModelNotFound:
         if ref.label is not None:
-            raise ModelNotFound(f"Unrecognized servable version label: {echo(ref.label)}") from None
+            raise ModelNotFound(f"Unrecognized servable version label: {clip(ref.label)}") from None
         raise ModelNotFound(f"Servable not found for request: {ref.describe()}") from None
 
 
@@ -93,9 +93,9 @@ def model_status(dataplane: DataPlane, ref: ServableRef) -> get_model_status_pb2
         statuses = dataplane.model_status(ref.model_ref())
     except ModelNotFound:
         if ref.version is not None:
-            raise ModelNotFound(f"Could not find version {echo(ref.version)[1:-1]} of model {echo(ref.name)}") from None
+            raise ModelNotFound(f"Could not find version {clip(ref.version)} of model {clip(ref.name)}") from None
         if ref.label is not None:
-            raise ModelNotFound(f"Unrecognized servable version label: {echo(ref.label)}") from None
+            raise ModelNotFound(f"Unrecognized servable version label: {clip(ref.label)}") from None
         raise ModelNotFound(f"Servable not found for request: {ref.describe()}") from None
     return get_model_status_pb2.GetModelStatusResponse(model_version_status=[_version_status(v) for v in statuses])
 
