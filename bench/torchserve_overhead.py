@@ -66,15 +66,15 @@ class Point:
 def serve(repo: Path, run_dir: Path, http_port: int, grpc_port: int, metrics_port: int) -> int:
     """Run the gateway with ONNX Runtime and TorchServe backends until SIGTERM (child process)."""
     from gateway.backends.onnxruntime import OnnxRuntimeBackend
-    from gateway.backends.torchserve.backend import TorchServeFactory
+    from gateway.backends.torchserve.backend import TorchServeBackend, TorchServeFactory
     from gateway.backends.torchserve.managed import ManagedTorchServe
     from gateway.core.backend import BackendRegistry
     from gateway.server import Gateway, run_until_signal
     from gateway.settings import Settings
 
     registry = BackendRegistry()
-    registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)
-    registry.register("torchserve", TorchServeFactory(ManagedTorchServe(run_dir=run_dir)))
+    registry.register(OnnxRuntimeBackend)
+    registry.register(TorchServeBackend, TorchServeFactory(ManagedTorchServe(run_dir=run_dir)))
     settings = Settings(
         model_repository=repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
         log_level="warning",

@@ -13,9 +13,10 @@ import grpc
 from gateway.backends import default_registry
 from gateway.core.backend import BackendRegistry
 from gateway.core.codec.limits import TensorLimits
-from gateway.core.dataplane import DataPlane
+from gateway.core.dataplane import DataPlane, ModelMetadata, ModelRef
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
+from gateway.core.types import InferRequest, InferResponse
 from gateway.metrics import Metrics
 from gateway.protocols import PROTOCOLS
 from gateway.protocols.http_app import HttpApp
@@ -75,3 +76,12 @@ async def grpc_served(
             yield channel, mounts
     finally:
         await server.stop(grace=None)
+
+
+async def infer_named(plane: DataPlane, request: InferRequest) -> InferResponse:
+    """Resolve the model the request names, then infer on it (what every protocol does)."""
+    return await plane.infer(plane.resolve(ModelRef(request.model_name, request.model_version)), request)
+
+
+def metadata_of(plane: DataPlane, name: str, version: str | None = None) -> ModelMetadata:
+    return plane.model_metadata(plane.resolve(ModelRef(name, version)))

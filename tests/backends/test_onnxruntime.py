@@ -8,7 +8,10 @@ import pytest
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
 from gateway.core.backend import ModelVersionSource
 from gateway.core.config import ModelConfig
+from gateway.core.dataplane import ModelRef
 from gateway.core.errors import ConfigError
+from gateway.core.types import InferRequest, Tensor
+from tests.harness import loaded
 from tests.onnx_models import write_identity_model
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +34,7 @@ async def test_missing_and_corrupt_artifacts_fail_to_load_with_the_path(tmp_path
         await backend.load()
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "model.onnx").write_bytes(b"not an onnx file")
-    with pytest.raises(ConfigError, match="onnxruntime cannot load it"):
+    with pytest.raises(ConfigError, match="ONNX Runtime cannot load it"):
         await backend.load()
 
 
@@ -63,3 +66,60 @@ def _dtype(datatype: str) -> np.dtype[np.generic]:
     from gateway.core.codec.datatypes import numpy_dtype
 
     return numpy_dtype(datatype)
+
+
+# -- through the data plane, against ONNX Runtime called directly ------------------------------
+
+
+def _digits(n: int) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().data[:n].astype(np.float32)
+
+
+async def test_infer_matches_onnxruntime_directly(mixed_repo: Path) -> None:
+    import onnxruntime as ort
+
+    async with loaded(mixed_repo) as served:
+        plane = served.dataplane
+        x = _digits(5)
+        response = await plane.infer(
+            plane.resolve(ModelRef("digits_mlp")), InferRequest("digits_mlp", [Tensor("pixels", "FP32", x)])
+        )
+    expected = ort.InferenceSession(str(mixed_repo / "digits_mlp/1/model.onnx")).run(None, {"pixels": x})[0]
+    (out,) = response.outputs
+    assert (out.name, out.datatype, out.shape) == ("probs", "FP32", (5, 10))
+    np.testing.assert_allclose(out.data, expected, rtol=1e-6)
+
+
+async def test_metadata_comes_from_the_graph_when_config_omits_it(mixed_repo: Path) -> None:
+    async with loaded(mixed_repo) as served:
+        meta = served.dataplane.model_metadata(served.dataplane.resolve(ModelRef("types", "1"))).to_dict()
+    assert meta["platform"] == "onnxruntime_onnx" and meta["versions"] == ["1"]
+    assert {"name": "in_FP16", "datatype": "FP16", "shape": [-1, -1]} in meta["inputs"]
+
+
+async def test_config_contradicting_the_graph_fails_to_load(mixed_repo: Path) -> None:
+    config = mixed_repo / "digits_mlp" / "config.yaml"
+    config.write_text(config.read_text().replace("[-1, 64]", "[-1, 65]"))
+    async with loaded(mixed_repo) as served:
+        row = next(r for r in served.dataplane.repository_index() if r["name"] == "digits_mlp")
+    assert row["state"] == "UNAVAILABLE" and "artifact says [-1, 64]" in row["reason"]
+
+
+async def test_dynamic_batching_answers_each_request_with_its_own_rows(mixed_repo: Path) -> None:
+    import asyncio
+
+    import onnxruntime as ort
+
+    config = mixed_repo / "digits_mlp" / "config.yaml"
+    config.write_text(config.read_text() + "dynamic_batching: {concurrency: 1}\n")
+    x = _digits(40)
+    requests = [InferRequest("digits_mlp", [Tensor("pixels", "FP32", x[i : i + 1 + i % 3])]) for i in range(30)]
+    async with loaded(mixed_repo) as served:
+        target = served.dataplane.resolve(ModelRef("digits_mlp"))
+        responses = await asyncio.gather(*(served.dataplane.infer(target, r) for r in requests))
+    session = ort.InferenceSession(str(mixed_repo / "digits_mlp/1/model.onnx"))
+    for request, response in zip(requests, responses, strict=True):
+        expected = session.run(None, {"pixels": request.inputs[0].data})[0]
+        np.testing.assert_allclose(response.outputs[0].data, expected, rtol=1e-5, atol=1e-6)

@@ -28,6 +28,7 @@ from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, Tensor
 from gateway.metrics import Metrics
 from tests.backends.keras_models import KerasArtifacts, digit_images, shared_artifacts, write_version
+from tests.harness import infer_named, metadata_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.frameworks]
 
@@ -36,7 +37,7 @@ def registry() -> BackendRegistry:
     """The built-in backends this test needs, registered explicitly like default_registry()."""
     reg = BackendRegistry()
     for backend in (OnnxRuntimeBackend, TFLiteBackend, TensorFlowBackend):
-        reg.register(backend.name, backend)
+        reg.register(backend)
     return reg
 
 
@@ -72,7 +73,9 @@ async def plane(three_format_repo: Path) -> AsyncIterator[DataPlane]:
 
 
 async def infer(plane: DataPlane, version: str, images: np.ndarray) -> np.ndarray:
-    response = await plane.infer(InferRequest("digits", [Tensor("image", "FP32", images)], model_version=version))
+    response = await infer_named(
+        plane, InferRequest("digits", [Tensor("image", "FP32", images)], model_version=version)
+    )
     (output,) = response.outputs
     return output.data
 
@@ -88,7 +91,7 @@ async def test_same_answer_through_onnxruntime_tflite_and_tensorflow(plane: Data
 
 
 async def test_signature_comes_from_the_savedmodel(plane: DataPlane) -> None:
-    meta = plane.model_metadata("digits", "3")
+    meta = metadata_of(plane, "digits", "3")
     assert [(t.name, t.datatype, t.shape) for t in meta.inputs] == [("image", "FP32", (-1, 8, 8, 1))]
     assert [(t.name, t.datatype, t.shape) for t in meta.outputs] == [("output_0", "FP32", (-1, 10))]
 
@@ -140,7 +143,7 @@ def test_gateway_process_never_imports_tensorflow(three_format_repo: Path) -> No
         import asyncio, json, sys
         from pathlib import Path
         import numpy as np
-        from gateway.core.dataplane import DataPlane
+        from gateway.core.dataplane import DataPlane, ModelRef
         from gateway.core.models import ModelManager
         from gateway.core.repository import ModelRepository
         from gateway.core.types import InferRequest, Tensor
@@ -154,7 +157,7 @@ def test_gateway_process_never_imports_tensorflow(three_format_repo: Path) -> No
             image = np.zeros((1, 8, 8, 1), np.float32)
             shapes = []
             for version in ("1", "2", "3"):
-                response = await plane.infer(InferRequest("digits", [Tensor("image", "FP32", image)], version))
+                response = await infer_named(plane, InferRequest("digits", [Tensor("image", "FP32", image)], version))
                 shapes.append(response.outputs[0].shape)
             await manager.unload_all()
             heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "torch"))

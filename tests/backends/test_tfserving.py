@@ -25,8 +25,9 @@ import pytest
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
 from gateway.backends.tensorflow import TensorFlowBackend
 from gateway.backends.tflite import TFLiteBackend
-from gateway.backends.tfserving import TFServingBackend, array_from_proto, tensor_proto
+from gateway.backends.tfserving import TFServingBackend, array_from_proto
 from gateway.core.backend import BackendRegistry, ModelVersionSource
+from gateway.core.codec.datatypes import v2_datatype
 from gateway.core.config import ModelConfig
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import BackendError, BackendUnavailable, ConfigError, InvalidInput, ModelNotReady
@@ -34,7 +35,9 @@ from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, Tensor
 from gateway.metrics import Metrics
+from gateway.tensorproto import tensor_to_content_proto
 from tests.backends.keras_models import KerasArtifacts, digit_images, shared_artifacts, write_version
+from tests.harness import Served, infer_named, loaded, metadata_of
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +50,7 @@ _PROBS = "outputs: [{name: output_0, datatype: FP32, shape: [-1, 10]}]\n"
 def registry() -> BackendRegistry:
     reg = BackendRegistry()
     for backend in (OnnxRuntimeBackend, TFLiteBackend, TensorFlowBackend, TFServingBackend):
-        reg.register(backend.name, backend)
+        reg.register(backend)
     return reg
 
 
@@ -71,7 +74,7 @@ def registry() -> BackendRegistry:
     ids=lambda a: str(a.dtype),
 )
 def test_tensor_proto_round_trip(array: np.ndarray) -> None:
-    back = array_from_proto("t", tensor_proto(array))
+    back = array_from_proto("t", tensor_to_content_proto(array, v2_datatype(array.dtype)))
     assert back.dtype == array.dtype and back.shape == array.shape and back.tolist() == array.tolist()
 
 
@@ -111,20 +114,22 @@ async def _serve_role(repo: Path) -> None:
     import grpc
     import uvicorn
 
-    from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
-    from gateway.protocols.tfserving.rest_api import tfs_routes
-    from gateway.protocols.v2.rest_api import V2RestApp
+    from gateway.protocols.http_app import HttpApp
+    from gateway.protocols.mounts import ProtocolContext, mount_all
 
-    manager = ModelManager(ModelRepository(repo), registry())
     metrics = Metrics()
+    manager = ModelManager(ModelRepository(repo), registry(), metrics)
     plane = DataPlane(manager, metrics)
+    tf_serving_only = ("gateway.protocols.tfserving.rest_api", "gateway.protocols.tfserving.grpc_api")
+    mounts = mount_all(ProtocolContext(plane, metrics, _MAX_BODY), tf_serving_only)
     grpc_server = grpc.aio.server()
-    add_tfs_grpc_services(grpc_server, plane, metrics)
+    for install in mounts.grpc_services:
+        install(grpc_server)
     grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
     await grpc_server.start()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = V2RestApp(plane, metrics, _MAX_BODY, extra_routes=tfs_routes(plane, metrics, _MAX_BODY))
+    app = HttpApp(mounts.http_routes, mounts.http_fast_paths)
     http = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
     http_task = asyncio.create_task(http.serve([sock]))
     await manager.load_all()
@@ -213,15 +218,18 @@ def front_repo(keras_artifacts: KerasArtifacts, tf_serving_role: TFServingRole, 
 
 
 @pytest.fixture(scope="module")
-async def front(front_repo: Path) -> AsyncIterator[DataPlane]:
-    manager = ModelManager(ModelRepository(front_repo), registry())
-    await manager.load_all()
-    yield DataPlane(manager, Metrics())
-    await manager.unload_all()
+async def served_front(front_repo: Path) -> AsyncIterator[Served]:
+    async with loaded(front_repo, registry()) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def front(served_front: Served) -> DataPlane:
+    return served_front.dataplane
 
 
 async def infer(plane: DataPlane, model: str, version: str | None, images: np.ndarray) -> np.ndarray:
-    response = await plane.infer(InferRequest(model, [Tensor("image", "FP32", images)], model_version=version))
+    response = await infer_named(plane, InferRequest(model, [Tensor("image", "FP32", images)], model_version=version))
     (output,) = response.outputs
     return output.data
 
@@ -241,16 +249,16 @@ async def test_same_answer_through_tfserving_onnxruntime_and_tflite(front: DataP
 @pytest.mark.e2e
 async def test_signature_is_read_from_tf_serving_metadata(front: DataPlane) -> None:
     for version in ("1", "2"):
-        meta = front.model_metadata("digits", version)
+        meta = metadata_of(front, "digits", version)
         assert [(t.name, t.datatype, t.shape) for t in meta.inputs] == [("image", "FP32", (-1, 8, 8, 1))]
         assert [(t.name, t.datatype, t.shape) for t in meta.outputs] == [("output_0", "FP32", (-1, 10))]
 
 
 @pytest.mark.frameworks
 @pytest.mark.e2e
-async def test_health_follows_tf_serving_model_status(front: DataPlane) -> None:
+async def test_health_follows_tf_serving_model_status(served_front: Served) -> None:
     for model in ("digits", "absent"):
-        backend = front.manager.resolve(model, "1").backend
+        backend = served_front.manager.resolve(model, "1").backend
         assert backend is not None
         assert await backend.health() is (model == "digits")
 

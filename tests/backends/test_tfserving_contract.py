@@ -29,8 +29,8 @@ import pytest
 
 from gateway.backends.tfserving import TFServingBackend
 from gateway.core.backend import ModelVersionSource
-from gateway.core.config import ModelConfig
 from gateway.core.codec.datatypes import numpy_dtype
+from gateway.core.config import ModelConfig
 from gateway.core.errors import ConfigError, ModelNotReady
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]

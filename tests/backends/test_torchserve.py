@@ -32,17 +32,14 @@ from sklearn.datasets import load_digits
 from demo.digits import load_digits_split
 from demo.mlp import Mlp, to_onnx, train
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
-from gateway.backends.torchserve.backend import TorchServeFactory
+from gateway.backends.torchserve.backend import TorchServeBackend, TorchServeFactory
 from gateway.backends.torchserve.cli import register
 from gateway.backends.torchserve.managed import ManagedTorchServe
 from gateway.core.backend import BackendRegistry
-from gateway.core.dataplane import DataPlane
+from gateway.core.dataplane import ModelRef
 from gateway.core.errors import BackendError, ConfigError, DeadlineExceeded, ModelNotReady
-from gateway.core.models import ModelManager
-from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, Tensor
-from gateway.metrics import Metrics
-from gateway.protocols.v2.rest_api import V2RestApp
+from tests.harness import Served, infer_named, loaded
 
 pytestmark = [pytest.mark.anyio, pytest.mark.frameworks, pytest.mark.e2e]
 
@@ -197,16 +194,12 @@ def _write_ts_model(path: Path, artifact: Path, config: str) -> None:
 
 
 @asynccontextmanager
-async def serving(repo: Path, torchserve: ManagedTorchServe) -> AsyncIterator[DataPlane]:
+async def serving(repo: Path, torchserve: ManagedTorchServe) -> AsyncIterator[Served]:
     registry = BackendRegistry()
-    registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)
-    registry.register("torchserve", TorchServeFactory(torchserve))
-    manager = ModelManager(ModelRepository(repo), registry)
-    await manager.load_all()
-    try:
-        yield DataPlane(manager, Metrics())
-    finally:
-        await manager.unload_all()
+    registry.register(OnnxRuntimeBackend)
+    registry.register(TorchServeBackend, TorchServeFactory(torchserve))
+    async with loaded(repo, registry) as served:
+        yield served
 
 
 def digits_request(version: str, rows: int) -> InferRequest:
@@ -229,11 +222,12 @@ async def poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: s
 async def test_torchserve_answers_like_onnxruntime(
     tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
 ) -> None:
-    async with serving(write_repo(tmp_path, artifacts), torchserve) as plane:
-        assert plane.model_ready("digits", "2"), plane.repository_index()
+    async with serving(write_repo(tmp_path, artifacts), torchserve) as served:
+        plane = served.dataplane
+        assert plane.model_ready(ModelRef("digits", "2")), plane.repository_index()
         for rows in (1, 7, 64):
-            via_ort = (await plane.infer(digits_request("1", rows))).outputs[0].data
-            via_ts = (await plane.infer(digits_request("2", rows))).outputs[0].data
+            via_ort = (await infer_named(plane, digits_request("1", rows))).outputs[0].data
+            via_ts = (await infer_named(plane, digits_request("2", rows))).outputs[0].data
             assert via_ts.dtype == np.float32 and via_ts.shape == (rows, 10)
             np.testing.assert_allclose(via_ts, via_ort, atol=1e-5)
 
@@ -244,8 +238,9 @@ async def test_dtype_and_shape_survive_the_round_trip(
     counts = np.arange(21, dtype=np.int64).reshape(7, 3) - 10**12
     grid = np.linspace(-1, 1, 56).reshape(7, 4, 2)
     request = InferRequest("mixed", [Tensor("counts", "INT64", counts), Tensor("grid", "FP64", grid)])
-    async with serving(write_repo(tmp_path, artifacts, extra="mixed"), torchserve) as plane:
-        response = await plane.infer(request)
+    async with serving(write_repo(tmp_path, artifacts, extra="mixed"), torchserve) as served:
+        plane = served.dataplane
+        response = await infer_named(plane, request)
     tripled, row_sums = (t.data for t in response.outputs)
     assert tripled.dtype == np.int64 and tripled.shape == (7, 3)
     np.testing.assert_array_equal(tripled, counts * 3)  # exact: no float round trip for int64
@@ -258,10 +253,11 @@ async def test_handler_error_is_a_backend_error_not_unavailable(
 ) -> None:
     bad = InferRequest("reshaper", [Tensor("x", "FP32", np.ones((1, 7), np.float32))])
     good = InferRequest("reshaper", [Tensor("x", "FP32", np.ones((2, 5), np.float32))])
-    async with serving(write_repo(tmp_path, artifacts, extra="reshaper"), torchserve) as plane:
+    async with serving(write_repo(tmp_path, artifacts, extra="reshaper"), torchserve) as served:
+        plane = served.dataplane
         with pytest.raises(BackendError, match="reshape"):
-            await plane.infer(bad)
-        assert (await plane.infer(good)).outputs[0].data.shape == (2, 5)  # the worker survived
+            await infer_named(plane, bad)
+        assert (await infer_named(plane, good)).outputs[0].data.shape == (2, 5)  # the worker survived
 
 
 async def test_external_torchserve_and_unregistered_model(
@@ -270,35 +266,37 @@ async def test_external_torchserve_and_unregistered_model(
     """External mode against the same TorchServe; a model removed behind our back is 503 not ready."""
     async with serving(write_repo(tmp_path / "managed", artifacts), torchserve) as managed_plane:
         ts_name = "digits_v2"
-        assert managed_plane.model_ready("digits", "2")
+        assert managed_plane.model_ready(ModelRef("digits", "2"))
         external = tmp_path / "external"
         _write_ts_model(external / "ext", artifacts["digits"], TS_CONFIG + (
             f"parameters: {{url: '{torchserve.inference_url}', management_url: '{torchserve.management_url}', "
             f"model_name: {ts_name}}}\n"
         ))  # fmt: skip
-        async with serving(external, torchserve) as plane:
+        async with serving(external, torchserve) as served:
+            plane = served.dataplane
             pixels = load_digits().data[:3].astype(np.float32)
-            response = await plane.infer(InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
+            response = await infer_named(plane, InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
             assert response.outputs[0].data.shape == (3, 10)
             async with httpx.AsyncClient() as client:
                 deleted = await client.delete(f"{torchserve.management_url}/models/{ts_name}")
             assert deleted.status_code == 200, deleted.text
             with pytest.raises(ModelNotReady, match="does not serve"):
-                await plane.infer(InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
+                await infer_named(plane, InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
 
 
 async def test_sigstop_gives_504_at_the_deadline(
     tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
 ) -> None:
-    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=1.0), torchserve) as plane:
-        await plane.infer(digits_request("2", 2))  # warm connection
+    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=1.0), torchserve) as served:
+        plane = served.dataplane
+        await infer_named(plane, digits_request("2", 2))  # warm connection
         pid = torchserve.process.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             with pytest.raises(DeadlineExceeded, match="1 s"):
-                await plane.infer(digits_request("2", 2))
+                await infer_named(plane, digits_request("2", 2))
             elapsed = time.monotonic() - started
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -306,7 +304,7 @@ async def test_sigstop_gives_504_at_the_deadline(
 
         async def answers() -> bool:
             try:
-                await plane.infer(digits_request("2", 2))
+                await infer_named(plane, digits_request("2", 2))
             except DeadlineExceeded:
                 return False
             return True
@@ -317,8 +315,9 @@ async def test_sigstop_gives_504_at_the_deadline(
 async def test_sigkill_under_load_gives_only_200_503_504_and_recovers(
     tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
 ) -> None:
-    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=5.0), torchserve) as plane:
-        app = V2RestApp(plane, plane.metrics, max_body_bytes=1 << 20)
+    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=5.0), torchserve) as served:
+        plane = served.dataplane
+        app = served.http_app(1 << 20)
         body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2, 64],
                             "data": load_digits().data[:2].ravel().tolist()}]}  # fmt: skip
         statuses: Counter[int] = Counter()
@@ -336,8 +335,8 @@ async def test_sigkill_under_load_gives_only_200_503_504_and_recovers(
                     await asyncio.sleep(0)  # fast in-process answers must not starve the other tasks
 
         async def model_ready(expected: bool) -> bool:
-            await plane.manager.check_health()
-            return plane.model_ready("digits", "2") is expected
+            await served.manager.check_health()
+            return plane.model_ready(ModelRef("digits", "2")) is expected
 
         loaders = [asyncio.create_task(client_loop()) for _ in range(8)]
         await poll(lambda: _at_least(statuses, 200, 20), 60.0, "load to reach TorchServe", statuses)
@@ -366,7 +365,7 @@ GATEWAY_CHILD = """\
 import asyncio, signal, sys
 from pathlib import Path
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
-from gateway.backends.torchserve.backend import TorchServeFactory
+from gateway.backends.torchserve.backend import TorchServeBackend, TorchServeFactory
 from gateway.backends.torchserve.managed import ManagedTorchServe
 from gateway.core.backend import BackendRegistry
 from gateway.server import Gateway
@@ -374,8 +373,8 @@ from gateway.settings import Settings
 
 repo, run_dir, http, grpc, metrics = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 registry = BackendRegistry()
-registry.register(OnnxRuntimeBackend.name, OnnxRuntimeBackend)
-registry.register("torchserve", TorchServeFactory(ManagedTorchServe(run_dir=Path(run_dir))))
+registry.register(OnnxRuntimeBackend)
+registry.register(TorchServeBackend, TorchServeFactory(ManagedTorchServe(run_dir=Path(run_dir))))
 gateway = Gateway(Settings(model_repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
                            health_check_seconds=0.5), registry)
 

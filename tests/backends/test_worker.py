@@ -23,7 +23,7 @@ from gateway.backends.tensorflow import TensorFlowBackend
 from gateway.backends.worker import wire
 from gateway.backends.worker.supervisor import WorkerParameters, WorkerProcess
 from gateway.core.backend import BackendRegistry
-from gateway.core.dataplane import DataPlane
+from gateway.core.dataplane import DataPlane, ModelRef
 from gateway.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -37,6 +37,7 @@ from gateway.core.repository import ModelRepository
 from gateway.core.types import InferRequest, Signature, Tensor, TensorSpec
 from gateway.metrics import Metrics
 from tests.backends.keras_models import KerasArtifacts, digit_images, shared_artifacts, write_version
+from tests.harness import infer_named
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +105,7 @@ def savedmodel_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 async def manager(savedmodel_repo: Path) -> AsyncIterator[ModelManager]:
     registry = BackendRegistry()
-    registry.register(TensorFlowBackend.name, TensorFlowBackend)
+    registry.register(TensorFlowBackend)
     manager = ModelManager(ModelRepository(savedmodel_repo), registry)
     await manager.load_all()
     yield manager
@@ -132,11 +133,11 @@ def request(n: int) -> InferRequest:
 async def test_killed_worker_fails_requests_with_503_then_serves_again(manager: ModelManager) -> None:
     plane = DataPlane(manager, Metrics())
     backend = tf_backend(manager)
-    before = (await plane.infer(request(4))).outputs[0].data
+    before = (await infer_named(plane, request(4))).outputs[0].data
     pid = backend.worker_pid
     assert pid is not None and pid != os.getpid()
 
-    in_flight = [asyncio.create_task(plane.infer(request(450))) for _ in range(40)]
+    in_flight = [asyncio.create_task(infer_named(plane, request(450))) for _ in range(40)]
     done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
     os.kill(pid, signal.SIGKILL)
     outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
@@ -145,16 +146,16 @@ async def test_killed_worker_fails_requests_with_503_then_serves_again(manager: 
     assert len(done) >= 1
 
     with pytest.raises(BackendUnavailable) as refused:
-        await plane.infer(request(1))
+        await infer_named(plane, request(1))
     assert refused.value.kind is ErrorKind.UNAVAILABLE
     await manager.check_health()
-    assert not plane.model_ready("digits", "1")
+    assert not plane.model_ready(ModelRef("digits", "1"))
 
     await wait_until_healthy(backend)
     await manager.check_health()
-    assert plane.model_ready("digits", "1")
+    assert plane.model_ready(ModelRef("digits", "1"))
     assert backend.worker_pid not in (None, pid) and backend.restarts == 1
-    after = (await plane.infer(request(4))).outputs[0].data
+    after = (await infer_named(plane, request(4))).outputs[0].data
     np.testing.assert_array_equal(after, before)
 
 
@@ -171,10 +172,10 @@ async def test_restart_budget_spent_leaves_the_version_down(manager: ModelManage
         await asyncio.sleep(0.05)  # polling interval, bounded by the deadline above
     assert backend.worker_pid is None and backend.restarts == 0 and not await backend.health()
     await manager.check_health()
-    assert not plane.model_ready("fragile", "1")
+    assert not plane.model_ready(ModelRef("fragile", "1"))
     with pytest.raises(ModelNotReady, match="backend health check failed"):
-        await plane.infer(InferRequest("fragile", [Tensor("image", "FP32", digit_images(1))]))
-    assert plane.model_ready("digits", "1")
+        await infer_named(plane, InferRequest("fragile", [Tensor("image", "FP32", digit_images(1))]))
+    assert plane.model_ready(ModelRef("digits", "1"))
 
 
 # -- the whole gateway (uvloop, HTTP, health loop) with a killed worker ----------------------
@@ -188,7 +189,7 @@ def serve_gateway(repo: str) -> None:
     from gateway.settings import load_settings
 
     registry = BackendRegistry()
-    registry.register(TensorFlowBackend.name, TensorFlowBackend)
+    registry.register(TensorFlowBackend)
     settings = load_settings(
         None, model_repository=Path(repo), host="127.0.0.1", http_port=0, grpc_port=0, metrics_port=0,
         health_check_seconds=0.2, shutdown_grace_seconds=5,

@@ -243,8 +243,9 @@ def narrow(name: str, datatype: str, wide: np.ndarray, where: str) -> np.ndarray
         info = np.iinfo(target.name)
         low, high = int(wide.min()), int(wide.max())
         if low < info.min or high > info.max:
+            bad = low if low < info.min else high
             raise InvalidInput(
-                f"input {name!r}: {where} holds a value outside the {datatype} range [{info.min}, {info.max}]"
+                f"input {name!r}: {where} value {bad} is outside the {datatype} range [{info.min}, {info.max}]"
             )
     return wide.astype(target)
 
