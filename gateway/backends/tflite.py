@@ -50,7 +50,7 @@ class TFLiteBackend(Backend):
     """Serves ``<version>/model.tflite`` (or ``artifact:``) with ``ai_edge_litert``."""
 
     name = "tflite"
-    platform = "tflite"
+    platform = "tensorflow_lite"
     Parameters = TFLiteParameters
     params: TFLiteParameters
 

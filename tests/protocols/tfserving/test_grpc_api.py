@@ -41,7 +41,7 @@ from gateway.protos.tfserving.tensorflow_serving.apis import (
 from gateway.tensorproto import tensor_from_proto, tensor_to_proto
 from tests.harness import grpc_served, loaded
 from tests.onnx_models import ONNX_TYPES
-from tests.protocols.test_tfs_rest import write_versioned_repo
+from tests.protocols.tfserving.test_rest_api import write_versioned_repo
 
 pytestmark = pytest.mark.anyio
 
