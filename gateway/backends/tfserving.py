@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.backends.resilience import CircuitBreaker, Deadline, RetryPolicy, retry
@@ -364,7 +365,9 @@ class _RestTransport(_Transport):
     async def _request(self, method: str, url: str, payload: Any, timeout: float) -> dict[str, Any]:
         what = self.backend.describe()
         try:
-            response = await self._client.request(method, url, json=payload, timeout=timeout)
+            content = None if payload is None else orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+            headers = None if payload is None else {"content-type": "application/json"}
+            response = await self._client.request(method, url, content=content, headers=headers, timeout=timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _Unreachable(f"{what}: cannot connect to {self.params.url}: {exc}") from None
         except httpx.TimeoutException:

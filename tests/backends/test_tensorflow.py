@@ -21,7 +21,7 @@ from gateway.backends.tensorflow import TensorFlowBackend
 from gateway.backends.tflite import TFLiteBackend
 from gateway.core.backend import BackendRegistry, ModelVersionSource
 from gateway.core.config import ModelConfig
-from gateway.core.dataplane import DataPlane
+from gateway.core.dataplane import DataPlane, ModelRef
 from gateway.core.errors import ConfigError
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
@@ -110,7 +110,7 @@ async def test_unknown_signature_name_makes_the_version_unavailable(plane: DataP
     (row,) = [r for r in plane.repository_index() if r["name"] == "badsig"]
     assert row["state"] == "UNAVAILABLE"
     assert "parameters.signature_name 'nope'" in row["reason"] and "serving_default" in row["reason"]
-    assert plane.model_ready("digits", "3")
+    assert plane.model_ready(ModelRef("digits", "3"))
 
 
 def test_bad_parameters_name_the_field(tmp_path: Path) -> None:
@@ -157,7 +157,8 @@ def test_gateway_process_never_imports_tensorflow(three_format_repo: Path) -> No
             image = np.zeros((1, 8, 8, 1), np.float32)
             shapes = []
             for version in ("1", "2", "3"):
-                response = await infer_named(plane, InferRequest("digits", [Tensor("image", "FP32", image)], version))
+                request = InferRequest("digits", [Tensor("image", "FP32", image)], version)
+                response = await plane.infer(plane.resolve(ModelRef("digits", version)), request)
                 shapes.append(response.outputs[0].shape)
             await manager.unload_all()
             heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "torch"))

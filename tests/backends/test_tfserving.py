@@ -92,7 +92,7 @@ def test_typed_value_fields_and_broadcast_are_decoded() -> None:
     halves = tensor_pb2.TensorProto(dtype="DT_HALF", tensor_shape=shape(2), half_val=half_bits)
     assert array_from_proto("h", halves).tolist() == [1.5, -2.0]
     short = tensor_pb2.TensorProto(dtype="DT_FLOAT", tensor_shape=shape(3), float_val=[1, 2])
-    with pytest.raises(BackendError, match="unreadable tensor: input 'f': the shape needs 3 values"):
+    with pytest.raises(BackendError, match="unreadable tensor: input 'f': float_val has 2 values; the shape needs 3"):
         array_from_proto("f", short)
 
 

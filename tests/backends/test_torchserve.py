@@ -266,7 +266,7 @@ async def test_external_torchserve_and_unregistered_model(
     """External mode against the same TorchServe; a model removed behind our back is 503 not ready."""
     async with serving(write_repo(tmp_path / "managed", artifacts), torchserve) as managed_plane:
         ts_name = "digits_v2"
-        assert managed_plane.model_ready(ModelRef("digits", "2"))
+        assert managed_plane.dataplane.model_ready(ModelRef("digits", "2"))
         external = tmp_path / "external"
         _write_ts_model(external / "ext", artifacts["digits"], TS_CONFIG + (
             f"parameters: {{url: '{torchserve.inference_url}', management_url: '{torchserve.management_url}', "
