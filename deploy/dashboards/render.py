@@ -38,7 +38,8 @@ def _variables(spec: Dashboard) -> list[Any]:
         )  # fmt: skip
         variables.append(
             gdash.QueryVariable("version").label("Version").datasource(_DATASOURCE)
-            .query('label_values(modelgate_requests_total{model="$model"}, version)').refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .query('label_values(modelgate_requests_total{model="$model"}, version)')
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
             .multi(True).include_all(True).all_value(".*")
         )  # fmt: skip
     return variables

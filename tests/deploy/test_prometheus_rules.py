@@ -63,7 +63,9 @@ def test_every_alert_has_a_unit_test_that_fires_it() -> None:
 
 def test_an_alert_without_a_unit_test_is_reported(tmp_path: Path) -> None:
     extra = tmp_path / "extra.yml"
-    extra.write_text("groups:\n- name: x\n  rules:\n  - alert: ModelgateNewAlert\n    expr: modelgate_backend_up == 0\n")
+    extra.write_text(
+        "groups:\n- name: x\n  rules:\n  - alert: ModelgateNewAlert\n    expr: modelgate_backend_up == 0\n"
+    )
     assert untested_alerts([*RULE_FILES, extra], ALERT_TESTS) == {"ModelgateNewAlert"}
 
 
