@@ -46,7 +46,7 @@ PER_MODEL = Dashboard(
                             "v{{version}} {{protocol}}",
                         ),
                     ),
-                    "Requests answered per second, by version and protocol.",
+                    "Answers per second by version and protocol (empty version: refused before one was chosen).",
                 ),
                 Panel(
                     "Responses by status",
@@ -59,13 +59,14 @@ PER_MODEL = Dashboard(
                     "percentunit",
                     (
                         Query(
-                            f'sum by (version) (rate(modelgate_requests_total{{model="$model"}}[{RATE}]))'
+                            f'sum by (version) (rate(modelgate_requests_total{{model="$model", version!=""}}[{RATE}]))'
                             " / ignoring(version) group_left"
-                            f' sum(rate(modelgate_requests_total{{model="$model"}}[{RATE}]))',
+                            f' sum(rate(modelgate_requests_total{{model="$model", version!=""}}[{RATE}]))',
                             "v{{version}}",
                         ),
                     ),
-                    "Share of the model's requests answered by each version (labels, default version, pins).",
+                    "Share of the model's requests served by each version (labels, default version, pins); requests"
+                    " refused before a version was chosen carry no version and are left out.",
                 ),
                 Panel(
                     "Error ratio",

@@ -15,6 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from deploy.dashboards.definitions import DASHBOARDS as DASHBOARD_SPECS
+from deploy.dashboards.snapshot import render as render_snapshot
 from tests.deploy.conftest import DEPLOY, ROOT
 from tests.deploy.gateway_load import load_round
 from tests.deploy.prometheus_server import PrometheusServer
@@ -139,3 +141,14 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(
             load_round(client, gateway.url)
             missing = _missing(prometheus, {name: queries[name] for name in missing})
     assert missing == [], f"no data after 180 s for: {missing}"
+
+
+@pytest.mark.e2e
+def test_the_docs_snapshot_renders_every_dashboard_from_prometheus(
+    gateway: ServerProcess, prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    with httpx.Client(timeout=30) as client:
+        load_round(client, gateway.url)
+    for spec in DASHBOARD_SPECS:
+        png = render_snapshot(spec, prometheus.url, "digits_mlp", 1, tmp_path)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
