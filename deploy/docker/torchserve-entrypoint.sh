@@ -12,4 +12,4 @@ for model in ${TS_MODELS:?set TS_MODELS to the repository models TorchServe shou
 done
 # shellcheck disable=SC2086  # one argument per model
 exec torchserve --foreground --ncs --disable-token-auth --enable-model-api \
-    --ts-config /etc/torchserve/config.properties --model-store "$store" --models $models
+    --ts-config "${TS_CONFIG:-/etc/torchserve/config.properties}" --model-store "$store" --models $models

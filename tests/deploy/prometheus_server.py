@@ -34,8 +34,17 @@ class PrometheusServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def start(self, timeout: float = 60) -> PrometheusServer:
-        port = _free_port()
+    def start(self, timeout: float = 60, attempts: int = 3) -> PrometheusServer:
+        """Start on a free port; another process may take the port first, so try a few."""
+        for attempt in range(attempts):
+            try:
+                return self._start(_free_port(), timeout)
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, port: int, timeout: float) -> PrometheusServer:
         self.url = f"http://127.0.0.1:{port}"
         log = (self.workdir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(

@@ -3,6 +3,7 @@ say what the deployment needs (probes, non-root, read-only root, no exposed mana
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import yaml
 
 from gateway.settings import load_settings
 from tests.deploy.kube import KUBERNETES_VERSIONS, KUSTOMIZE, find, one, render, validation_errors
+from tests.e2e.server_process import ServerProcess
 
 OVERLAYS = ("dev", "prod")
 GATEWAY_PORTS = {8000, 8001, 8002}
@@ -197,3 +199,37 @@ def test_the_example_remote_models_and_gateway_settings_are_valid_for_the_gatewa
     settings = load_settings(config / "gateway.yaml")
     assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (8000, 8001, 8002)
     assert str(settings.model_repository) == "/models"
+
+
+WAIT_SCRIPT = KUSTOMIZE / "base" / "config" / "wait_for_backends.py"
+
+
+def wait_for(urls: str, seconds: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WAIT_FOR": urls, "WAIT_SECONDS": seconds}
+    return subprocess.run([sys.executable, str(WAIT_SCRIPT)], capture_output=True, text=True, timeout=120, env=env,
+                          check=False)  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_the_wait_for_backends_init_container_sees_a_tf_serving_model_available(gateway: ServerProcess) -> None:
+    """The gateway's own TF Serving REST API stands in for TF Serving (the real one is not installable)."""
+    result = wait_for(f"{gateway.url}/v1/models/digits_mlp", "60")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+@pytest.mark.e2e
+def test_the_wait_for_backends_init_container_gives_up_without_failing_the_pod(gateway: ServerProcess) -> None:
+    result = wait_for(f"{gateway.url}/v1/models/no_such_model http://127.0.0.1:9/models/x", "1")
+    assert result.returncode == 0
+    assert "no_such_model not ready after 1 s; starting the gateway anyway" in result.stderr
+    assert "127.0.0.1:9/models/x not ready" in result.stderr
+
+
+def test_the_gateway_pod_waits_for_the_backends_it_points_at(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    init = {c["name"]: c for c in gateway_pod(overlay[1])["initContainers"]}
+    urls = {e["name"]: e["value"] for e in init["wait-for-backends"]["env"]}["WAIT_FOR"].split()
+    config = KUSTOMIZE / "base" / "config"
+    torchserve = yaml.safe_load((config / "digits_torch_ts.yaml").read_text())["parameters"]
+    tfserving = yaml.safe_load((config / "digits_keras_tfs.yaml").read_text())["parameters"]
+    assert f"{torchserve['management_url']}/models/{torchserve['model_name']}" in urls
+    assert f"http://{tfserving['address'].split(':')[0]}:8501/v1/models/{tfserving['model_name']}" in urls
