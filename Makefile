@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # The CPU torch wheel lies in /opt/wheels on this kind of machine; pip finds it there.
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
-.PHONY: install models serve test test-quick lint protos bench loadtest loadtest-compare
+.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench loadtest loadtest-compare
 
 install: $(STAMP)
 
@@ -36,11 +36,21 @@ models: install
 serve: models
 	$(VENV)/bin/modelgate serve --model-repository $(REPO) --host $(HOST)
 
-test: models
+# Prometheus and promtool (Debian's `prometheus`) for the deploy/ tests; hadolint, kubernetes-validate and
+# grafana-foundation-sdk come from the dev extra; kubectl (for `kubectl kustomize`) is in the machine image.
+deploy-tools:
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+
+# Regenerate deploy/dashboards/*.json from deploy/dashboards/definitions.py.
+dashboards: install
+	$(PY) -m deploy.dashboards
+
+test: models deploy-tools
 	$(PY) -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 # Core, protocol and end-to-end tests without TensorFlow/torch (seconds, not minutes).
-test-quick: install
+test-quick: install deploy-tools
 	$(PY) -m pytest -n 2 --dist loadscope -m "not frameworks" $(PYTEST_ARGS)
 
 lint: install

@@ -1,0 +1,1 @@
+"""Deployment artefacts for modelgate: images, Kubernetes, Prometheus rules and Grafana dashboards."""

@@ -1,0 +1,1 @@
+"""Grafana dashboards for modelgate, generated with grafana-foundation-sdk (``python -m deploy.dashboards``)."""
