@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from gateway.core.codec.datatypes import DATATYPES, element_size
 from gateway.core.errors import InvalidInput
@@ -37,9 +37,9 @@ DEFAULT_LIMITS: Final = TensorLimits()
 
 def check_dims(name: str, shape: Any, where: str = "shape") -> tuple[int, ...]:
     """``shape`` as a tuple of non-negative ints, or an error naming the input and the rule."""
-    if not isinstance(shape, list | tuple) or not all(type(d) is int for d in shape):
+    if not isinstance(shape, list | tuple) or set(map(type, shape)) - {int}:
         raise InvalidInput(f"input {name!r}: {where} must be a list of integers")
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise InvalidInput(f"input {name!r}: {where} {list(shape)} has a negative dimension")
     return tuple(shape)
 
@@ -60,8 +60,7 @@ def check_shape(name: str, datatype: str, shape: Sequence[int], limits: TensorLi
     return count
 
 
-@dataclass(frozen=True, slots=True)
-class TensorHeader:
+class TensorHeader(NamedTuple):
     """A request input whose declared name, datatype and shape passed every rule: safe to allocate."""
 
     name: str
@@ -106,10 +105,12 @@ class InputRules:
 
     def check_against_spec(self, spec: TensorSpec, dims: tuple[int, ...]) -> None:
         """Rank, fixed dimensions and batch size of ``dims`` against the model's ``spec``."""
-        if len(dims) != len(spec.shape) or any(
-            want not in (-1, got) for want, got in zip(spec.shape, dims, strict=False)
-        ):
-            raise InvalidInput(f"input {spec.name!r}: shape {list(dims)} does not match the model's {list(spec.shape)}")
+        wanted = spec.shape
+        if len(dims) != len(wanted):
+            raise InvalidInput(f"input {spec.name!r}: shape {list(dims)} does not match the model's {list(wanted)}")
+        for want, got in zip(wanted, dims, strict=True):
+            if want != got and want != -1:
+                raise InvalidInput(f"input {spec.name!r}: shape {list(dims)} does not match the model's {list(wanted)}")
         batch = self.max_batch_size
         if batch and spec.shape and spec.shape[0] == -1 and dims[0] > batch:
             raise InvalidInput(f"input {spec.name!r}: batch size {dims[0]} is over max_batch_size {batch}")

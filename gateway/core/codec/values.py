@@ -48,47 +48,56 @@ def nested_shape(name: str, data: Any, where: str = "data", *, b64: bool = False
 
 
 def array_from_json(
-    name: str, datatype: str, data: Any, where: str = "data", *, b64: bool = False, finite: bool = True
+    name: str,
+    datatype: str,
+    data: Any,
+    where: str = "data",
+    *,
+    b64: bool = False,
+    finite: bool = True,
+    shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """A tensor from JSON values; its shape is the nesting's (a scalar gives shape ``()``).
 
     ``finite=False`` lets NaN and Infinity through (a server's outputs, not a client's inputs).
+    ``shape`` is the :func:`nested_shape` when the caller has already read it.
     """
+    if shape is None:
+        shape = nested_shape(name, data, where, b64=b64)
     if datatype == "BYTES":
-        return _bytes_from_json(name, data, where, b64)
-    return _numbers_from_json(name, datatype, data, where, finite)
+        return _bytes_from_json(name, data, where, b64, shape)
+    return _numbers_from_json(name, datatype, data, where, finite, len(shape))
 
 
-def _numbers_from_json(name: str, datatype: str, data: Any, where: str, finite: bool) -> np.ndarray:
+def _numbers_from_json(name: str, datatype: str, data: Any, where: str, finite: bool, depth: int) -> np.ndarray:
+    """Types first (one pass over the leaves), then one conversion (floats through FP64, range-checked)."""
     target = numpy_dtype(datatype)
     try:
-        raw = np.asarray(data)
-    except (ValueError, OverflowError):
+        types = set(map(type, _leaves(data, depth)))
+    except TypeError:  # a value where a list was expected at some depth
         raise InvalidInput(f"input {name!r}: {where} is ragged: every row needs the same length") from None
-    if raw.dtype.kind not in "biuf":
+    if not types <= _ALLOWED[target.kind]:
         raise _first_bad(name, datatype, data, where)
-    if not raw.size:
-        return raw.astype(target)
-    if set(map(type, _leaves(data, raw.ndim))) - _allowed_types(target.kind):
-        raise _first_bad(name, datatype, data, where)
-    if target.kind in "iu":
-        if raw.dtype == target:
-            return raw
-        try:  # exact: integers never pass through a float, and numpy refuses any that do not fit
-            return np.array(data, dtype=target)
-        except OverflowError:
-            raise _first_bad(name, datatype, data, where) from None
-    if target.kind == "f":
-        _check_float_range(name, datatype, raw, target, where, finite)
+    try:
+        raw = np.asarray(data, dtype=np.float64 if target.kind == "f" else target)
+    except ValueError:
+        raise InvalidInput(f"input {name!r}: {where} is ragged: every row needs the same length") from None
+    except OverflowError:  # numpy refuses Python ints that do not fit the datatype
+        raise _first_bad(name, datatype, data, where) from None
+    if raw.ndim != depth:
+        raise InvalidInput(f"input {name!r}: {where} is ragged: every row needs the same length")
+    if target.kind != "f":
+        return raw
+    if finite and raw.size:
+        _check_float_range(name, datatype, data, raw, target, where)
     return raw.astype(target, copy=False)
 
 
-def _allowed_types(kind: str) -> set[type]:
-    if kind == "b":
-        return {bool}
-    if kind in "iu":
-        return {int}
-    return {int, float}
+#: Largest finite value of FP16, FP32, FP64 by item size (for messages).
+_FLOAT_MAX: Final = {size: float(np.finfo(f"f{size}").max) for size in (2, 4, 8)}
+#: Where rounding to FP16, FP32, FP64 overflows to infinity: the largest value plus half of its last step.
+_FLOAT_LIMIT: Final = {2: 65520.0, 4: 2.0**128 - 2.0**103, 8: float("inf")}
+_ALLOWED: Final = {"b": frozenset({bool}), "i": frozenset({int}), "u": frozenset({int}), "f": frozenset({int, float})}
 
 
 def _leaves(data: Any, ndim: int) -> Iterable[Any]:
@@ -100,29 +109,35 @@ def _leaves(data: Any, ndim: int) -> Iterable[Any]:
     return items
 
 
-def _check_float_range(
-    name: str, datatype: str, raw: np.ndarray, target: np.dtype[Any], where: str, finite: bool
-) -> None:
-    finite_values = np.isfinite(raw)
-    if finite and not bool(finite_values.all()):
-        raise InvalidInput(
-            f"input {name!r}: {where} holds NaN or Infinity, which {datatype} data may not carry in JSON"
-        )
-    limit = float(np.finfo(target).max)
-    peak = float(np.abs(raw[finite_values]).max()) if finite_values.any() else 0.0
-    if peak > limit:
-        raise InvalidInput(f"input {name!r}: {where} value {peak:g} is outside the {datatype} range (±{limit:g})")
+def _check_float_range(name: str, datatype: str, data: Any, raw: np.ndarray, target: np.dtype[Any], where: str) -> None:
+    """One reduction on the hot path: NaN, Infinity and out-of-range values all fail ``peak < limit``."""
+    limit = _FLOAT_LIMIT[target.itemsize]
+    peak = float(np.maximum.reduce(np.abs(raw), axis=None))  # NaN propagates: NaN < limit is False
+    if peak < limit:
+        return
+    for value in _walk(data):
+        if abs(value) >= limit:
+            largest = _FLOAT_MAX[target.itemsize]
+            raise InvalidInput(
+                f"input {name!r}: {where} value {value:g} is outside the {datatype} range (±{largest:g})"
+            )
+    raise InvalidInput(f"input {name!r}: {where} holds NaN or Infinity, which {datatype} data may not carry in JSON")
 
 
 def _first_bad(name: str, datatype: str, data: Any, where: str) -> InvalidInput:
     """The error for the first element a datatype cannot take (or for a ragged nesting)."""
     target = numpy_dtype(datatype)
-    allowed = _allowed_types(target.kind)
+    allowed = _ALLOWED[target.kind]
     try:
         for index, value in enumerate(_walk(data)):
             if type(value) not in allowed:
                 return InvalidInput(
                     f"input {name!r}: {where}[{index}] is {_describe(value)}; {datatype} takes {_EXPECTS[target.kind]}"
+                )
+            if target.kind == "f" and abs(value) >= _FLOAT_LIMIT[target.itemsize]:
+                largest = _FLOAT_MAX[target.itemsize]
+                return InvalidInput(
+                    f"input {name!r}: {where} value {value:g} is outside the {datatype} range (±{largest:g})"
                 )
             if target.kind in "iu" and not np.iinfo(target.name).min <= value <= np.iinfo(target.name).max:
                 info = np.iinfo(target.name)
@@ -164,8 +179,7 @@ def _describe(value: Any) -> str:
     return f"the number {value}" if isinstance(value, int) else "not a value"
 
 
-def _bytes_from_json(name: str, data: Any, where: str, b64: bool) -> np.ndarray:
-    shape = nested_shape(name, data, where, b64=b64)
+def _bytes_from_json(name: str, data: Any, where: str, b64: bool, shape: tuple[int, ...]) -> np.ndarray:
     flat: list[bytes] = []
     try:
         for index, value in enumerate(_walk(data)):

@@ -108,7 +108,8 @@ def _to_tensor(value: Any, spec: TensorSpec, where: str, rules: InputRules) -> T
     """The shape comes from the nesting and passes the model's rules before the array is made."""
     shape = nested_shape(spec.name, value, where, b64=True)
     rules.check(spec.name, spec.datatype, list(shape))
-    return Tensor(spec.name, spec.datatype, array_from_json(spec.name, spec.datatype, value, where, b64=True))
+    data = array_from_json(spec.name, spec.datatype, value, where, b64=True, shape=shape)
+    return Tensor(spec.name, spec.datatype, data)
 
 
 def encode_predict(outputs: Sequence[Tensor], fmt: JsonFormat) -> bytes:

@@ -114,12 +114,13 @@ def _from_json(data: Any, header: TensorHeader) -> np.ndarray:
     """JSON data, flat or nested as the shape; the element count is read before converting."""
     if not isinstance(data, list):
         data = [data]
-    count = math.prod(nested_shape(header.name, data))
+    shape = nested_shape(header.name, data)
+    count = math.prod(shape)
     if count != header.count:
         raise InvalidInput(
             f"input {header.name!r}: shape {list(header.shape)} needs {header.count} elements, data has {count}"
         )
-    return array_from_json(header.name, header.datatype, data).reshape(header.shape)
+    return array_from_json(header.name, header.datatype, data, shape=shape).reshape(header.shape)
 
 
 def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
