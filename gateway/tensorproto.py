@@ -104,7 +104,7 @@ def tensor_from_proto(
         raise InvalidInput(f"input {name!r}: tensor_shape has unknown_rank; send the concrete shape")
     dims = check_dims(name, [int(d.size) for d in proto.tensor_shape.dim], "tensor_shape")
     if rules is not None:
-        count = rules.check(name, datatype, list(dims)).count
+        count = rules.check(name, datatype, list(dims)).elements
     else:
         count = check_shape(name, datatype, dims, limits)
     return Tensor(name, datatype, _values(name, proto, datatype, dims, count).reshape(dims))

@@ -83,9 +83,9 @@ CASES = [
          only=("v2_json", "tfs_rest"), tfs_values=[[None] * 64]),
     Case("string-number", "pixels", "pixels", "FP32", [1, 64], "is a string; FP32 takes numbers", ["1.5"] * 64,
          only=("v2_json", "tfs_rest"), tfs_values=[["1.5"] * 64]),
-    Case("bool-as-number", "pixels", "pixels", "FP32", [1, 64], "is true; FP32 takes numbers", [True] + ROW[1:],
+    Case("bool-as-number", "pixels", "pixels", "FP32", [1, 64], "is true; FP32 takes numbers", [True, *ROW[1:]],
          only=("v2_json", "tfs_rest"), tfs_values=[[True, *ROW[1:]]]),
-    Case("fp32-out-of-range", "pixels", "pixels", "FP32", [1, 64], "outside the FP32 range", [1e300] + ROW[1:],
+    Case("fp32-out-of-range", "pixels", "pixels", "FP32", [1, 64], "outside the FP32 range", [1e+300, *ROW[1:]],
          only=("v2_json", "tfs_rest"), tfs_values=[[1e300, *ROW[1:]]]),
     Case("nan-token", "pixels", "pixels", "FP32", [1, 64], "not valid JSON", None,
          json_body=b"[" + b"NaN," * 63 + b"NaN]", only=("v2_json", "tfs_rest"), names_input=False),
@@ -113,7 +113,10 @@ CASES = [
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("conformance")
-    tensors = "inputs: [{name: pixels, datatype: FP32, shape: [-1, 64]}]\noutputs: [{name: probs, datatype: FP32, shape: [-1, 64]}]\n"
+    tensors = (
+        "inputs: [{name: pixels, datatype: FP32, shape: [-1, 64]}]\n"
+        "outputs: [{name: probs, datatype: FP32, shape: [-1, 64]}]\n"
+    )
     write_fake_model(root, "pixels", f"backend: fake\nmax_batch_size: 16\n{tensors}")
     wide = (
         "inputs: [{name: x, datatype: FP32, shape: [-1, -1]}]\noutputs: [{name: y, datatype: FP32, shape: [-1, -1]}]\n"

@@ -66,7 +66,7 @@ class TensorHeader(NamedTuple):
     name: str
     datatype: str
     shape: tuple[int, ...]
-    count: int
+    elements: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,15 +205,15 @@ def _decode_inputs(message: pb.ModelInferRequest, rules: InputRules) -> list[Ten
 
 def _raw_input(entry: pb.ModelInferRequest.InferInputTensor, buffer: bytes, rules: InputRules) -> Tensor:
     header = rules.check(entry.name, entry.datatype, list(entry.shape))
-    array = array_from_raw(header.name, header.datatype, header.shape, header.count, buffer, "raw_input_contents")
+    array = array_from_raw(header.name, header.datatype, header.shape, header.elements, buffer, "raw_input_contents")
     return Tensor(entry.name, entry.datatype, array, parameters_to_types(entry.parameters))
 
 
 def _typed_input(entry: pb.ModelInferRequest.InferInputTensor, rules: InputRules) -> Tensor:
     header = rules.check(entry.name, entry.datatype, list(entry.shape))
-    if not entry.contents.ListFields() and header.count > 0:
+    if not entry.contents.ListFields() and header.elements > 0:
         raise InvalidInput(f"input {header.name!r} has no data: set its contents or send raw_input_contents")
-    array = contents_to_array(header.name, header.datatype, header.shape, header.count, entry.contents)
+    array = contents_to_array(header.name, header.datatype, header.shape, header.elements, entry.contents)
     return Tensor(entry.name, entry.datatype, array, parameters_to_types(entry.parameters))
 
 

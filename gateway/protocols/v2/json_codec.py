@@ -82,7 +82,7 @@ def decode_raw_single_input(body: bytes, model: str, version: str | None, rules:
         )
     shape = [count // fixed if d == -1 else d for d in spec.shape] if fixed else [count]
     header = rules.check(spec.name, spec.datatype, shape)
-    data = array_from_raw(spec.name, spec.datatype, header.shape, header.count, body, "the body")
+    data = array_from_raw(spec.name, spec.datatype, header.shape, header.elements, body, "the body")
     return InferRequest(model, [Tensor(spec.name, spec.datatype, data)], model_version=version)
 
 
@@ -103,7 +103,7 @@ def _decode_input(item: Any, index: int, view: memoryview, offset: int, rules: I
                 f"input {name!r}: binary_data_size {size} runs past the end of the body ({len(view) - offset} left)"
             )
         chunk = view[offset : offset + size]
-        data = array_from_raw(name, header.datatype, header.shape, header.count, chunk, "binary_data_size")
+        data = array_from_raw(name, header.datatype, header.shape, header.elements, chunk, "binary_data_size")
         return Tensor(name, header.datatype, data, params), offset + size
     if "data" not in item:
         raise InvalidInput(f"input {name!r}: needs 'data' or parameters.binary_data_size")
@@ -116,9 +116,9 @@ def _from_json(data: Any, header: TensorHeader) -> np.ndarray:
         data = [data]
     shape = nested_shape(header.name, data)
     count = math.prod(shape)
-    if count != header.count:
+    if count != header.elements:
         raise InvalidInput(
-            f"input {header.name!r}: shape {list(header.shape)} needs {header.count} elements, data has {count}"
+            f"input {header.name!r}: shape {list(header.shape)} needs {header.elements} elements, data has {count}"
         )
     return array_from_json(header.name, header.datatype, data, shape=shape).reshape(header.shape)
 

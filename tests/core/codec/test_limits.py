@@ -9,7 +9,7 @@ RULES = InputRules.for_inputs([TensorSpec("x", "FP32", (-1, 64))], max_batch_siz
 
 def test_a_good_header_gives_the_count() -> None:
     header = RULES.check("x", "FP32", [4, 64])
-    assert (header.shape, header.count) == ((4, 64), 256)
+    assert (header.shape, header.elements) == ((4, 64), 256)
 
 
 @pytest.mark.parametrize(
