@@ -32,6 +32,10 @@ class RequestLabels:
     version: str = ""
 
 
+#: Rows per batched backend call: powers of two up to 1024.
+BATCH_BUCKETS: Final = tuple(float(2**i) for i in range(11))
+
+
 def outcome_of(client_error: bool, server_error: bool) -> str:
     if server_error:
         return "server_error"
@@ -99,6 +103,20 @@ class Metrics:
             "modelgate_backend_up", "1 while a model version's backend is loaded and passes its health checks.",
             ["model", "version", "backend"], registry=r,
         )  # fmt: skip
+        self.batch_size = Histogram(
+            "modelgate_batch_size",
+            "Rows in each backend call made by the dynamic batcher.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "modelgate_queue_time_seconds",
+            "Time a request waited in the dynamic batcher's queue before its batch was dispatched.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         build = Gauge("modelgate_build_info", "Build information.", ["version", "python"], registry=r)
         build.labels(__version__, platform.python_version()).set(1)
 
@@ -136,6 +154,13 @@ class Metrics:
 
     def rejected(self, model: str, reason: str) -> None:
         self.rejections.labels(model, reason).inc()
+
+    def batch(self, model: str, version: int, rows: int, queue_seconds: Sequence[float]) -> None:
+        label = str(version)
+        self.batch_size.labels(model, label).observe(rows)
+        waited = self.queue_time.labels(model, label)
+        for seconds in queue_seconds:
+            waited.observe(seconds)
 
     # -- requests (recorded by the protocols) --------------------------------------------
 

@@ -1,16 +1,21 @@
 """Dynamic batching: concurrent requests for one model version share one backend call.
 
 Requests queue up while the backend is busy; as soon as one of ``concurrency`` slots is
-free, everything compatible that has queued (up to ``max_batch_size`` rows) is
-concatenated along the batch dimension, run once, and split back. With
-``max_delay_seconds`` at 0 nothing waits on a timer: under light load a request runs
-alone at once, under heavy load batches form by themselves. This amortises the hop off
-the event loop and lets the runtime use its batch kernels.
+free, everything compatible that has queued (up to ``max_batch_size`` rows, or the largest
+``preferred_batch_sizes`` entry that the queue can fill) is concatenated along the batch
+dimension, run once, and split back. This amortises the hop off the event loop and lets
+the runtime use its batch kernels.
+
+The batch window (``max_delay_seconds``) is adaptive: when no batch is running the first
+request goes at once (an idle model adds no delay), and while the backend is busy a free
+slot waits at most the window for the batch to fill, ending the moment it is full. Every
+dispatched batch is reported to an observer (rows, and how long each request queued).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +25,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 InferFn = Callable[[Mapping[str, np.ndarray], Sequence[str]], Awaitable[dict[str, np.ndarray]]]
+#: Called for each dispatched batch with its rows and each request's seconds in the queue.
+BatchObserver = Callable[[int, Sequence[float]], None]
 
 
 @dataclass(slots=True)
@@ -29,17 +36,31 @@ class _Pending:
     rows: int
     key: tuple[object, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
+    enqueued: float
 
 
 class DynamicBatcher:
     """Coalesces requests to one backend; create it on the event loop that will use it."""
 
-    def __init__(self, infer: InferFn, max_batch_size: int, concurrency: int, max_delay_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        infer: InferFn,
+        max_batch_size: int,
+        concurrency: int,
+        max_delay_seconds: float = 0.0,
+        preferred_sizes: Sequence[int] = (),
+        observer: BatchObserver | None = None,
+    ) -> None:
         self._infer = infer
         self.max_batch_size = max_batch_size
         self.max_delay_seconds = max_delay_seconds
+        self.preferred_sizes = sorted({s for s in preferred_sizes if 0 < s <= max_batch_size})
+        #: Rows a batch aims for: the largest preferred size, else the max batch size.
+        self.target_rows = self.preferred_sizes[-1] if self.preferred_sizes else max_batch_size
+        self._observer = observer
         self._slots = asyncio.Semaphore(concurrency)
         self._queue: list[_Pending] = []
+        self._filled = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
@@ -49,8 +70,11 @@ class DynamicBatcher:
         """Same contract as :meth:`Backend.infer`; the first dimension of every input is the batch."""
         first = next(iter(inputs.values()))
         key = (tuple(outputs), tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items())))
-        pending = _Pending(inputs, tuple(outputs), first.shape[0], key, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, tuple(outputs), first.shape[0], key, loop.create_future(), loop.time())
         self._queue.append(pending)
+        if self._queued_rows() >= self.target_rows:
+            self._filled.set()
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch())
         return await pending.future
@@ -59,10 +83,11 @@ class DynamicBatcher:
         try:
             while self._queue:
                 await self._slots.acquire()
-                if self.max_delay_seconds and self._queued_rows() < self.max_batch_size:
-                    await asyncio.sleep(self.max_delay_seconds)
+                if self.max_delay_seconds and self._running and self._queued_rows() < self.target_rows:
+                    await self._wait_to_fill()
                 batch = self._take()
                 if batch:
+                    self._observe(batch)
                     task = asyncio.create_task(self._run(batch))
                     self._running.add(task)  # the loop keeps only weak references to tasks
                     task.add_done_callback(self._running.discard)
@@ -71,24 +96,47 @@ class DynamicBatcher:
         finally:
             self._dispatcher = None
 
+    async def _wait_to_fill(self) -> None:
+        """The batch window: until the queue holds a full batch, at most ``max_delay_seconds``."""
+        self._filled.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._filled.wait(), self.max_delay_seconds)
+
     def _queued_rows(self) -> int:
-        return sum(p.rows for p in self._queue)
+        return sum(p.rows for p in self._queue if not p.future.done())
 
     def _take(self) -> list[_Pending]:
-        """The oldest live request plus every later compatible one that fits."""
+        """The oldest live request plus later compatible ones, up to the target rows."""
         self._queue = [p for p in self._queue if not p.future.done()]
         if not self._queue:
             return []
         head = self._queue[0]
+        limit = max(self._batch_rows(head), head.rows)
         batch, rest, rows = [], [], 0
         for pending in self._queue:
-            if pending.key == head.key and rows + pending.rows <= max(self.max_batch_size, head.rows):
+            if pending.key == head.key and rows + pending.rows <= limit:
                 batch.append(pending)
                 rows += pending.rows
             else:
                 rest.append(pending)
         self._queue = rest
+        if sum(p.rows for p in rest) < self.target_rows:
+            self._filled.clear()
         return batch
+
+    def _batch_rows(self, head: _Pending) -> int:
+        """How many rows to take: the largest preferred size the compatible queue can fill, else the max."""
+        if not self.preferred_sizes:
+            return self.max_batch_size
+        available = sum(p.rows for p in self._queue if p.key == head.key)
+        fitting = [size for size in self.preferred_sizes if size <= available]
+        return fitting[-1] if fitting else self.max_batch_size
+
+    def _observe(self, batch: list[_Pending]) -> None:
+        if self._observer is None:
+            return
+        now = asyncio.get_running_loop().time()
+        self._observer(sum(p.rows for p in batch), [now - p.enqueued for p in batch])
 
     async def _run(self, batch: list[_Pending]) -> None:
         try:

@@ -64,9 +64,29 @@ class DynamicBatching(_Strict):
     """Coalesce concurrent requests into one backend call (needs ``max_batch_size`` > 0)."""
 
     max_delay_ms: Annotated[
-        float, Field(ge=0, le=1000, description="Wait this long for a batch to fill; 0 batches only what queued.")
+        float,
+        Field(
+            ge=0,
+            le=1000,
+            description="While the backend is busy, wait at most this long for a batch to fill (ends as soon as "
+            "it is full; an idle model never waits); 0 batches only what queued.",
+        ),
     ] = 0.0
     concurrency: Annotated[int, Field(ge=1, le=64, description="Batches running at once on the backend.")] = 2
+    preferred_batch_sizes: Annotated[
+        list[int],
+        Field(
+            description="Batch sizes to aim for (e.g. [8, 16]): a batch takes the largest one the queue can fill; "
+            "each must be at most max_batch_size.",
+        ),
+    ] = []
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _positive_sizes(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError(f"sizes must be positive, got {value}")
+        return sorted(set(value))
 
 
 class VersionPolicy(_Strict):
@@ -201,6 +221,15 @@ def load_version_config(model: ModelConfig, path: Path) -> ModelConfig:
         raise ConfigError(f"{where}: backend: required in one of them")
     if merged.dynamic_batching is not None and merged.max_batch_size == 0:
         raise ConfigError(f"{where}: dynamic_batching: needs max_batch_size > 0")
+    too_big = [
+        s
+        for s in (merged.dynamic_batching.preferred_batch_sizes if merged.dynamic_batching else [])
+        if s > merged.max_batch_size
+    ]
+    if too_big:
+        raise ConfigError(
+            f"{where}: dynamic_batching.preferred_batch_sizes: {too_big} over max_batch_size {merged.max_batch_size}"
+        )
     return merged
 
 

@@ -39,6 +39,9 @@ class CoreEvents(BackendEvents, Protocol):
     def rejected(self, model: str, reason: str) -> None:
         """A request was refused before reaching a backend (``resource_exhausted``, ``deadline_exceeded``)."""
 
+    def batch(self, model: str, version: int, rows: int, queue_seconds: Sequence[float]) -> None:
+        """The dynamic batcher dispatched ``rows`` rows; each request had waited ``queue_seconds``."""
+
 
 class _NoEvents:
     def retry(self, backend: str, endpoint: str) -> None:
@@ -60,6 +63,9 @@ class _NoEvents:
         return None
 
     def rejected(self, model: str, reason: str) -> None:
+        return None
+
+    def batch(self, model: str, version: int, rows: int, queue_seconds: Sequence[float]) -> None:
         return None
 
 

@@ -87,11 +87,18 @@ def echo(text: str) -> str:
     return repr(clip(text))
 
 
-def _caller(backend: Backend, config: ModelConfig) -> InferFn:
+def _caller(backend: Backend, config: ModelConfig, events: CoreEvents, model: str, version: int) -> InferFn:
     batching = config.dynamic_batching
     if batching is None:
         return backend.infer
-    batcher = DynamicBatcher(backend.infer, config.max_batch_size, batching.concurrency, batching.max_delay_ms / 1000)
+    batcher = DynamicBatcher(
+        backend.infer,
+        config.max_batch_size,
+        batching.concurrency,
+        batching.max_delay_ms / 1000,
+        batching.preferred_batch_sizes,
+        lambda rows, waits: events.batch(model, version, rows, waits),
+    )
     return batcher.infer
 
 
@@ -245,7 +252,7 @@ class ModelManager:
             return
         gate = ModelGate(served.model, served.config.max_queue_size, served.config.timeout_seconds)
         served.gate = gate
-        served.call = _caller(served.backend, served.config)
+        served.call = _caller(served.backend, served.config, self._events, served.model, served.version)
         self._events.queue_depth(served.model, served.version, lambda: gate.depth)
         self._set(served, VersionState.READY, "")
         log.info("model %s version %d is ready (%s)", served.model, served.version, served.config.backend)

@@ -113,3 +113,6 @@ class RecordingEvents:
 
     def rejected(self, model: str, reason: str) -> None:
         self.calls.append(("rejected", model, reason))
+
+    def batch(self, model: str, version: int, rows: int, queue_seconds: Sequence[float]) -> None:
+        self.calls.append(("batch", model, version, rows, len(queue_seconds)))

@@ -188,3 +188,19 @@ async def test_state_events_and_served_versions(events: RecordingEvents, plane: 
     (served,) = events.named("served_versions")
     assert served[0]["echo"] == ["1", "2"]
     assert events.depths[("echo", 1)]() == 0
+
+
+async def test_batched_calls_are_reported_and_preferred_sizes_are_checked(tmp_path: Path) -> None:
+    batching = "dynamic_batching: {concurrency: 1, preferred_batch_sizes: [4]}\n"
+    write_fake_model(tmp_path, "batched", echo_config(extra=batching))
+    write_fake_model(tmp_path, "toobig", echo_config(extra="dynamic_batching: {preferred_batch_sizes: [64]}\n"))
+    events = RecordingEvents()
+    manager = ModelManager(ModelRepository(tmp_path), fake_registry(), events)
+    await manager.load_all()
+    plane = DataPlane(manager, events)
+    target = plane.resolve(ModelRef("batched"))
+    await plane.infer(target, InferRequest("batched", [x(3)]))
+    assert events.named("batch") == [("batched", 1, 3, 1)]
+    (row,) = [r for r in plane.repository_index() if r["name"] == "toobig"]
+    assert row["state"] == "UNAVAILABLE" and "preferred_batch_sizes: [64] over max_batch_size 8" in row["reason"]
+    await manager.unload_all()
