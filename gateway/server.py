@@ -21,6 +21,8 @@ from prometheus_client import make_asgi_app
 from gateway.backends import default_registry
 from gateway.core.backend import BackendRegistry
 from gateway.core.dataplane import DataPlane
+from gateway.core.history import DeploymentHistory
+from gateway.core.lifecycle import Lifecycle
 from gateway.core.models import ModelManager, ServedVersion, VersionState
 from gateway.core.repository import ModelRepository
 from gateway.metrics import Metrics
@@ -44,6 +46,7 @@ class BoundPorts:
     http: int
     grpc: int
     metrics: int
+    management: int = 0
 
 
 class Gateway:
@@ -56,6 +59,8 @@ class Gateway:
             ModelRepository(settings.model_repository), registry or default_registry(), self._on_state, self.metrics
         )
         self.dataplane = DataPlane(self.manager, self.metrics)
+        self.lifecycle = Lifecycle(self.manager, DeploymentHistory(settings.model_repository), self.metrics,
+                                   drain_seconds=settings.shutdown_grace_seconds)  # fmt: skip
         self._stop = asyncio.Event()
         self.ports: BoundPorts | None = None
 
@@ -65,17 +70,21 @@ class Gateway:
         self._stop.set()
 
     async def run(self) -> None:
+        from gateway.management.wiring import control_plane
         from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
         from gateway.protocols.tfserving.rest_api import tfs_routes
         from gateway.protocols.v2.grpc_api import add_grpc_services, grpc_server_options
+        from gateway.protocols.v2.repository_api import repository_routes
 
         s = self.settings
         http_sock = _bind(s.host, s.http_port)
         metrics_sock = _bind(s.host, s.metrics_port)
+        control = control_plane(self.lifecycle, s.token())
+        management_sock = _bind(s.management_host, s.management_port)
         import grpc
 
         grpc_server = grpc.aio.server(options=grpc_server_options(s.grpc_max_message_bytes))
-        health = add_grpc_services(grpc_server, self.dataplane, self.metrics)
+        health = add_grpc_services(grpc_server, self.dataplane, self.metrics, control.repository)
         add_tfs_grpc_services(grpc_server, self.dataplane, self.metrics)
         try:
             grpc_port = grpc_server.add_insecure_port(f"{s.host}:{s.grpc_port}")
@@ -84,17 +93,22 @@ class Gateway:
         if grpc_port == 0:
             http_sock.close()
             metrics_sock.close()
+            management_sock.close()
             raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port} (in use?)")
-        self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1])
-        tfs = tfs_routes(self.dataplane, self.metrics, s.max_request_bytes)
+        self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1],
+                                management_sock.getsockname()[1])  # fmt: skip
+        tfs = [*tfs_routes(self.dataplane, self.metrics, s.max_request_bytes), *repository_routes(control.repository)]
         rest = V2RestApp(self.dataplane, self.metrics, s.max_request_bytes, extra_routes=tfs)
         http = _UvicornServer(self._uvicorn_config(rest))
         metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry)))
+        management = _UvicornServer(self._uvicorn_config(control.app))
         await grpc_server.start()
-        tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock]))]
+        tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock])),
+                 asyncio.create_task(management.serve([management_sock]))]  # fmt: skip
         log.info(
-            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d repository=%s",
-            s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics, s.model_repository,
+            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d management=%s:%d repository=%s",
+            s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics,
+            s.management_host, self.ports.management, s.model_repository,
         )  # fmt: skip
         await self.manager.load_all()
         self.metrics.set_known_models(self.manager.names(), self.manager.versions())
@@ -108,7 +122,8 @@ class Gateway:
         http.should_exit = True
         await asyncio.gather(grpc_server.stop(s.shutdown_grace_seconds), tasks[0])
         metrics.should_exit = True
-        await tasks[1]
+        management.should_exit = True
+        await asyncio.gather(tasks[1], tasks[2])
         await self.manager.unload_all()
         log.info("modelgate stopped")
 

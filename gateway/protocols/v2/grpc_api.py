@@ -27,6 +27,7 @@ from gateway.protocols.v2.grpc_codec import (
     model_metadata_response,
     server_metadata_response,
 )
+from gateway.protocols.v2.repository_api import RepositoryAccess, RepositoryServicerMixin
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 
@@ -40,10 +41,11 @@ HEALTH_SERVICES: Final = ("", SERVICE_NAME, "tensorflow.serving.PredictionServic
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The six V2 RPCs on top of a :class:`DataPlane`."""
+class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceServicer):
+    """The six V2 RPCs on top of a :class:`DataPlane` (plus the repository extension when given)."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, repository: RepositoryAccess | None = None) -> None:
+        self._repository = repository
         self._dataplane = dataplane
         self._metrics = metrics
         self._inflight = metrics.inflight.labels(PROTOCOL)
@@ -141,12 +143,14 @@ class GatewayHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
         await super().Watch(request, context)
 
 
-def add_grpc_services(server: grpc.aio.Server, dataplane: DataPlane, metrics: Metrics) -> GatewayHealthServicer:
+def add_grpc_services(
+    server: grpc.aio.Server, dataplane: DataPlane, metrics: Metrics, repository: RepositoryAccess | None = None
+) -> GatewayHealthServicer:
     """Register the V2 service and health checking on ``server``; returns the health servicer.
 
     The caller calls ``await health.enter_graceful_shutdown()`` when it starts draining.
     """
-    servicer = InferenceServicer(dataplane, metrics)
+    servicer = InferenceServicer(dataplane, metrics, repository)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health = GatewayHealthServicer(dataplane)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

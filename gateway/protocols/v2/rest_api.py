@@ -73,7 +73,8 @@ class V2RestApp:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.router = Starlette(
-            routes=[*self._routes(), *extra_routes],
+            # Extra routes first: an extension (e.g. the repository routes with a token) overrides a built-in one.
+            routes=[*extra_routes, *self._routes()],
             exception_handlers={
                 GatewayError: _handle_gateway_error,
                 HTTPException: _handle_http_exception,
