@@ -25,6 +25,7 @@ from gateway.core.history import DeploymentHistory
 from gateway.core.lifecycle import Lifecycle
 from gateway.core.models import ModelManager, ServedVersion, VersionState
 from gateway.core.repository import ModelRepository
+from gateway.core.rollout.controller import RolloutController, replica_name
 from gateway.metrics import Metrics
 from gateway.protocols.v2.rest_api import V2RestApp
 from gateway.settings import Settings
@@ -61,6 +62,8 @@ class Gateway:
         self.dataplane = DataPlane(self.manager, self.metrics)
         self.lifecycle = Lifecycle(self.manager, DeploymentHistory(settings.model_repository), self.metrics,
                                    drain_seconds=settings.shutdown_grace_seconds)  # fmt: skip
+        self.rollouts = RolloutController(self.lifecycle, self.dataplane.evidence, replica_name(),
+                                          settings.deployment_poll_seconds)  # fmt: skip
         self._stop = asyncio.Event()
         self.ports: BoundPorts | None = None
 
@@ -70,6 +73,8 @@ class Gateway:
         self._stop.set()
 
     async def run(self) -> None:
+        from gateway.management.app import ManagementApi
+        from gateway.management.rollout_routes import rollout_routes
         from gateway.management.wiring import control_plane
         from gateway.protocols.tfserving.grpc_api import add_tfs_grpc_services
         from gateway.protocols.tfserving.rest_api import tfs_routes
@@ -79,7 +84,8 @@ class Gateway:
         s = self.settings
         http_sock = _bind(s.host, s.http_port)
         metrics_sock = _bind(s.host, s.metrics_port)
-        control = control_plane(self.lifecycle, s.token())
+        api = ManagementApi(self.lifecycle, rollout_routes(self.rollouts))
+        control = control_plane(self.lifecycle, s.token(), api)
         management_sock = _bind(s.management_host, s.management_port)
         import grpc
 
@@ -112,11 +118,14 @@ class Gateway:
         )  # fmt: skip
         await self.manager.load_all()
         self.metrics.set_known_models(self.manager.names(), self.manager.versions())
+        await self.rollouts.safe_tick()  # resume rollouts recorded in the repository before serving
         await health.refresh()
         log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
         health_task = asyncio.create_task(self._health_loop())
+        rollout_task = asyncio.create_task(self.rollouts.run())
         await self._stop.wait()
         health_task.cancel()
+        rollout_task.cancel()
         log.info("modelgate draining (grace %.0f s)", s.shutdown_grace_seconds)
         await health.enter_graceful_shutdown()
         http.should_exit = True
@@ -124,6 +133,8 @@ class Gateway:
         metrics.should_exit = True
         management.should_exit = True
         await asyncio.gather(tasks[1], tasks[2])
+        await self.rollouts.close()
+        await self.dataplane.shadow.drain()
         await self.manager.unload_all()
         log.info("modelgate stopped")
 

@@ -14,7 +14,10 @@ from typing import Any
 from gateway import __version__
 from gateway.core.datatypes import numpy_dtype
 from gateway.core.errors import BackendError, GatewayError, ModelNotReady
+from gateway.core.evidence import EvidenceBook
 from gateway.core.models import ModelManager, ServedVersion, VersionState
+from gateway.core.shadow import ShadowMirror
+from gateway.core.traffic import route_key
 from gateway.core.types import InferRequest, InferResponse, Signature, Tensor, TensorSpec
 from gateway.core.validation import select_outputs, validate_inputs
 from gateway.metrics import Metrics
@@ -45,10 +48,13 @@ class ModelMetadata:
 class DataPlane:
     """Health, metadata and inference on top of a :class:`ModelManager`."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
+    def __init__(self, manager: ModelManager, metrics: Metrics, evidence: EvidenceBook | None = None) -> None:
         self.manager = manager
         self.metrics = metrics
         self.draining = False
+        #: What each version did with live traffic and shadow copies (rollout decisions read it).
+        self.evidence = evidence if evidence is not None else EvidenceBook()
+        self.shadow = ShadowMirror(self.evidence, lambda served, request: self.infer_version(served, request, False))
 
     # -- health -------------------------------------------------------------------------
 
@@ -86,11 +92,17 @@ class DataPlane:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate, admit, run with a deadline, and shape the response."""
-        served = self.manager.resolve(request.model_name, request.model_version)
-        return await self.infer_version(served, request)
+        served = self.manager.resolve(request.model_name, request.model_version, route_key(request))
+        response = await self.infer_version(served, request)
+        if not request.model_version:  # split requests may be copied to a shadow version
+            self.shadow.mirror(self.manager.get(request.model_name), served, request, response)
+        return response
 
-    async def infer_version(self, served: ServedVersion, request: InferRequest) -> InferResponse:
-        """Inference on an already resolved version (TF Serving labels resolve differently)."""
+    async def infer_version(self, served: ServedVersion, request: InferRequest, observe: bool = True) -> InferResponse:
+        """Inference on an already resolved version (TF Serving labels resolve differently).
+
+        ``observe``: record the outcome as live evidence of the version (shadow copies do not).
+        """
         signature = self._signature(served)
         assert served.config is not None and served.gate is not None and served.call is not None
         arrays = validate_inputs(request.inputs, signature, served.config.max_batch_size)
@@ -102,10 +114,14 @@ class DataPlane:
             results = await served.gate.run(lambda: call(arrays, names))
         except GatewayError as exc:
             self.metrics.rejections.labels(served.model, exc.kind.value.lower()).inc()
+            if observe and not exc.is_client_error:
+                self.evidence.observe(served.model, served.version, False, time.perf_counter() - started)
             raise
         finally:
             self.metrics.observe_backend(served.model, served.version, served.config.backend or "",
                                          time.perf_counter() - started)  # fmt: skip
+        if observe:
+            self.evidence.observe(served.model, served.version, True, time.perf_counter() - started)
         outputs = [_output_tensor(spec, results) for spec in wanted]
         return InferResponse(served.model, str(served.version), outputs, id=request.id)
 

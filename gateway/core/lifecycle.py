@@ -66,16 +66,20 @@ class Lifecycle:
 
     # -- load -----------------------------------------------------------------------------
 
-    async def load(self, model: object, source: object = None) -> dict[str, Any]:
-        """Load a version folder (``source``), or (re)load the whole model per its config."""
+    async def load(self, model: object, source: object = None, action: str = "load") -> dict[str, Any]:
+        """Load a version folder (``source``), or (re)load the whole model per its config.
+
+        ``action`` names the history record: ``load`` is a deployment of its own (counted in the
+        figures and metrics); a rollout loading its candidate records ``rollout_load``.
+        """
         name = check_model_name(model)
         version = check_source(self.root, name, source) if source is not None else None
         async with self.lock(name):
             if version is None:
                 return await self._load_model(name)
-            return await self._load_version(name, version)
+            return await self._load_version(name, version, action)
 
-    async def _load_version(self, name: str, version: int) -> dict[str, Any]:
+    async def _load_version(self, name: str, version: int, action: str = "load") -> dict[str, Any]:
         model = self.manager.get(name)
         if not (self.root / name / str(version)).is_dir():
             raise ModelNotFound(f"model {name!r} has no version folder {version} in the repository")
@@ -83,15 +87,15 @@ class Lifecycle:
         try:
             config = load_model_config(self.root / name / CONFIG_FILE)
         except ConfigError as exc:
-            raise self._failed(name, version, "load", self.manager.repository.relative(str(exc)), started) from None
+            raise self._failed(name, version, action, self.manager.repository.relative(str(exc)), started) from None
         served = self.manager.plan_version(name, self.manager.repository.version_entry(config, name, version))
         report = await self._prepare(served)
         if not served.ready:
-            raise self._failed(name, version, "load", served.reason, started, serving=_serving(model))
+            raise self._failed(name, version, action, served.reason, started, serving=_serving(model))
         previous = self.manager.install_version(served)
         if previous is not None and previous is not served:
             await self.manager.drain(previous, self.drain_seconds)
-        return self._succeeded(name, version, "load", started, report)
+        return self._succeeded(name, version, action, started, report)
 
     async def _load_model(self, name: str) -> dict[str, Any]:
         if not (self.root / name).is_dir():
@@ -160,7 +164,7 @@ class Lifecycle:
 
     # -- unload ---------------------------------------------------------------------------
 
-    async def unload(self, model: object, version: object = None) -> dict[str, Any]:
+    async def unload(self, model: object, version: object = None, record: bool = True) -> dict[str, Any]:
         """Unload one version, or every version of the model; in-flight requests finish first."""
         name = check_model_name(model)
         number = parse_version(version, "version") if version is not None else None
@@ -177,7 +181,8 @@ class Lifecycle:
                     served_model.traffic = None
                     self.history.record(name, number, "traffic", "cleared", "the split named an unloaded version")
             await asyncio.gather(*(self.manager.drain(v, self.drain_seconds) for v in targets))
-            self.history.record(name, number, "unload", "succeeded")
+            if record:
+                self.history.record(name, number, "unload", "succeeded")
             self._report_weights(served_model)
         return {"model": name, "versions": {str(v.version): v.state.value for v in targets}}
 
@@ -250,7 +255,8 @@ class Lifecycle:
                 serving: str = "") -> DeploymentFailed:  # fmt: skip
         self.history.record(name, version, action, "failed", reason,
                             duration_seconds=round(time.perf_counter() - started, 4))  # fmt: skip
-        self.events.deployment(name, "failed")
+        if action == "load":
+            self.events.deployment(name, "failed")
         what = f"version {version} of model {name!r}" if version is not None else f"model {name!r}"
         tail = f"; {serving} keeps serving" if serving else ""
         log.warning("deployment of %s failed: %s", what, reason)
@@ -260,7 +266,8 @@ class Lifecycle:
                    report: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
         duration = round(time.perf_counter() - started, 4)
         self.history.record(name, version, action, "succeeded", duration_seconds=duration, **report)
-        self.events.deployment(name, "succeeded")
+        if action == "load":
+            self.events.deployment(name, "succeeded")
         self._models_changed()
         self._report_weights(self.manager.get(name))
         log.info("model %s version %d deployed in %.3f s", name, version, duration)
@@ -271,6 +278,23 @@ class Lifecycle:
 
     def _report_weights(self, model: ServedModel) -> None:
         self.events.traffic_weights(model.name, _weights(model))
+
+    def report_weights(self, model: ServedModel) -> None:
+        """Export the share each version of ``model`` gets now."""
+        self._report_weights(model)
+
+    @staticmethod
+    def serving_version(model: ServedModel) -> int | None:
+        """The version getting the largest share of unpinned requests now (None: none serves)."""
+        weights = _weights(model)
+        best = max(weights.items(), key=lambda item: (item[1], int(item[0])), default=None)
+        return int(best[0]) if best is not None and best[1] > 0 else None
+
+    @staticmethod
+    def pin_default(model: ServedModel, version: int) -> None:
+        """Make ``version`` the model's default (after a rollout: the promoted or the restored one)."""
+        if model.config is not None and version in model.versions:
+            model.config = model.config.model_copy(update={"default_version": version})
 
 
 def _weights(model: ServedModel) -> dict[str, float]:

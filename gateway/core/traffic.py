@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.errors import InvalidInput
+from gateway.core.types import InferRequest
+
+#: The V2 request parameter (also set from the REST header / gRPC metadata) that makes a split sticky.
+ROUTE_KEY_PARAMETER = "route_key"
+#: REST header and gRPC metadata key carrying the route key.
+ROUTE_KEY_HEADER = "x-modelgate-route-key"
 
 #: Weights are whole per-mille shares at most this precise; a split sums to 100 (percent).
 WEIGHT_TOTAL = 100.0
@@ -125,3 +131,11 @@ def parse_version(raw: object, where: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) <= 0:
         raise InvalidInput(f'{where}: must be a positive version number like "2"')
     return int(text)
+
+
+def route_key(request: InferRequest) -> str | None:
+    """The caller's route key, if any (a V2 ``route_key`` parameter, or the header the adapter copied in)."""
+    if not request.parameters:
+        return None
+    key = request.parameters.get(ROUTE_KEY_PARAMETER)
+    return str(key) if key not in (None, "") else None

@@ -19,6 +19,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, ModelNotReady
+from gateway.core.traffic import ROUTE_KEY_HEADER, ROUTE_KEY_PARAMETER
 from gateway.metrics import Metrics, outcome_of
 from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for, status_on_error
 from gateway.protocols.v2.grpc_codec import (
@@ -77,7 +78,11 @@ class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceSer
         started = time.perf_counter()
         self._inflight.inc()
         try:
-            response = await self._dataplane.infer(ModelInferRequestConverter.to_types(request))
+            typed = ModelInferRequestConverter.to_types(request)
+            for key, value in context.invocation_metadata() or ():
+                if key == ROUTE_KEY_HEADER and value:  # a sticky traffic split
+                    typed.parameters[ROUTE_KEY_PARAMETER] = str(value)
+            response = await self._dataplane.infer(typed)
             message = ModelInferResponseConverter.from_types(response)
         except GatewayError as error:
             self._observe(

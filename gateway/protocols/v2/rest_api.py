@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import GatewayError, InvalidInput
+from gateway.core.traffic import ROUTE_KEY_HEADER, ROUTE_KEY_PARAMETER
 from gateway.core.types import InferRequest
 from gateway.metrics import Metrics
 from gateway.protocols.http import Receive, Scope, Send, header, read_body, respond
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 PROTOCOL = "rest"
 _PREFIX = "/v2/models/"
 _SUFFIX = "/infer"
+ROUTE_KEY_HEADER_BYTES = ROUTE_KEY_HEADER.encode()
 
 
 def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -99,6 +101,9 @@ class V2RestApp:
         async def handle() -> None:
             body = await read_body(scope, receive, self.max_body_bytes)
             request = self._decode(scope, body, model, version)
+            key = header(scope, ROUTE_KEY_HEADER_BYTES)
+            if key:  # a sticky traffic split
+                request.parameters[ROUTE_KEY_PARAMETER] = key.decode("latin-1")
             response = await self.dataplane.infer(request)
             labels.version = response.model_version
             payload, header_length = encode_response(response, request)
