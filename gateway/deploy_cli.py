@@ -13,7 +13,10 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:8003"
@@ -53,6 +56,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = _add(sub, "history", "deployment history and figures")
     p.add_argument("--model")
     p.add_argument("--limit", type=int, default=20)
+    _add_rollout(sub)
+
+
+def _add_rollout(sub: argparse._SubParsersAction[Any]) -> None:
+    p = _add(sub, "rollout", "progressive rollout: start (with a plan), status, pause, resume, promote, abort")
+    p.add_argument("action", choices=["start", "status", "pause", "resume", "promote", "abort"])
+    p.add_argument("model")
+    p.add_argument("version", nargs="?", help="candidate version (start)")
+    p.add_argument("--plan", type=Path, help="YAML/JSON plan file (fields as in <model>/rollout.yaml)")
+    p.add_argument("--steps", help="candidate percent per step, e.g. 10,50,100")
+    p.add_argument("--min-requests", type=int, help="candidate requests per step before advancing")
+    p.add_argument("--dwell", type=float, help="least seconds per step")
+    p.add_argument("--shadow", metavar="SHARE[:MIN_REQUESTS]", help="shadow phase first, e.g. 1.0:200")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until the rollout ends: exit 0 promoted, 1 rolled back or aborted")  # fmt: skip
 
 
 def _add(sub: argparse._SubParsersAction[Any], name: str, help_text: str) -> argparse.ArgumentParser:
@@ -66,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         method, path, body, printer = _request(args)
         answer = _call(args.url, token, method, path, body, args.timeout)
+        if args.deploy_command == "history":
+            query = f"?model={args.model}" if args.model else ""
+            answer["summary"] = _call(args.url, token, "GET", f"/api/figures{query}", None, args.timeout)
+        if args.deploy_command == "rollout" and getattr(args, "wait", False):
+            answer = _wait(args, token, answer, printer)
     except DeployError as exc:
         print(f"modelgate deploy: error: {exc}", file=sys.stderr)
         return exc.code
@@ -73,7 +96,26 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
     else:
         printer(answer)
+    if args.deploy_command == "rollout" and getattr(args, "wait", False):
+        return EXIT_OK if answer.get("status") == "promoted" else EXIT_FAILED
     return EXIT_OK
+
+
+def _wait(args: argparse.Namespace, token: str | None, answer: dict[str, Any], printer: Printer) -> dict[str, Any]:
+    """Poll the rollout until it is promoted, rolled back or aborted (or --timeout passes)."""
+    import time
+
+    deadline = time.monotonic() + args.timeout
+    last = None
+    while answer.get("status") in ("shadow", "canary", "paused"):
+        if not args.json and (answer.get("status"), answer.get("step")) != last:
+            printer(answer)
+            last = (answer.get("status"), answer.get("step"))
+        if time.monotonic() > deadline:
+            raise DeployError(f"the rollout did not finish within {args.timeout:g} s (--timeout)", EXIT_FAILED)
+        time.sleep(0.5)
+        answer = _call(args.url, token, "GET", f"/api/models/{args.model}/rollout", None, args.timeout)
+    return answer
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None, Printer]:
@@ -98,7 +140,42 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None,
     if command == "history":
         query = f"?limit={args.limit}" + (f"&model={args.model}" if args.model else "")
         return "GET", f"/api/history{query}", None, _print_history
+    if command == "rollout":
+        base = f"/api/models/{args.model}/rollout"
+        if args.action == "start":
+            return "POST", base, _plan_body(args), _print_rollout
+        if args.action == "status":
+            return "GET", base, None, _print_rollout
+        return "POST", f"{base}/{args.action}", None, _print_rollout
     raise DeployError(f"unknown action {command!r}", EXIT_USAGE)
+
+
+def _plan_body(args: argparse.Namespace) -> dict[str, Any]:
+    plan: dict[str, Any] = {}
+    if args.plan is not None:
+        try:
+            loaded = yaml.safe_load(args.plan.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise DeployError(f"--plan {args.plan}: cannot read a YAML/JSON plan: {exc}", EXIT_USAGE) from None
+        if not isinstance(loaded, dict):
+            raise DeployError(f"--plan {args.plan}: must hold a mapping of plan fields", EXIT_USAGE)
+        plan.update(loaded)
+    if args.version:
+        plan["version"] = args.version
+    if args.steps:
+        plan["steps"] = [_number(step, "--steps") for step in args.steps.split(",")]
+    if args.min_requests is not None:
+        plan["min_requests"] = args.min_requests
+    if args.dwell is not None:
+        plan["dwell_seconds"] = args.dwell
+    if args.shadow:
+        share, _, minimum = args.shadow.partition(":")
+        plan["shadow"] = {"share": _number(share, "--shadow share")}
+        if minimum:
+            plan["shadow"]["min_requests"] = int(_number(minimum, "--shadow min_requests"))
+    if "version" not in plan:
+        raise DeployError("rollout start needs the candidate VERSION (or version: in --plan)", EXIT_USAGE)
+    return plan
 
 
 def _traffic_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,6 +259,13 @@ def _print_status(answer: dict[str, Any]) -> None:
             print(f"  v{row['version']:<6} {row['state']:<12} {weight:6.1f}%{reason}")
 
 
+def _print_rollout(answer: dict[str, Any]) -> None:
+    weights = ", ".join(f"v{v} {w:g}%" for v, w in answer.get("weights", {}).items())
+    reason = f"  ({answer['reason']})" if answer.get("reason") else ""
+    print(f"{answer.get('model')} rollout v{answer.get('stable')} -> v{answer.get('candidate')}: "
+          f"{answer.get('status')}, {weights}{reason}")  # fmt: skip
+
+
 def _print_history(answer: dict[str, Any]) -> None:
     for record in answer.get("records", []):
         version = f" v{record['version']}" if record.get("version") else ""
@@ -189,4 +273,13 @@ def _print_history(answer: dict[str, Any]) -> None:
         print(f"{record['time']}  {record['model']}{version}  {record['action']} {record['outcome']}{reason}")
     summary = answer.get("summary")
     if summary:
-        print(json.dumps(summary, indent=2))
+        rate = summary.get("success_rate")
+        print(f"deployments: {summary['deployments']} ({summary['succeeded']} succeeded"
+              + (f", success rate {rate:.0%})" if rate is not None else ")"))  # fmt: skip
+        print(f"rollbacks: {summary['rollbacks']} {summary['rollback_reasons'] or ''}".rstrip())
+        spread = summary.get("time_to_roll_out_seconds")
+        if spread:
+            print(
+                f"time to roll out: median {spread['median']:.1f} s (min {spread['min']:.1f}, max {spread['max']:.1f})"
+            )
+        print(f"requests failed during rollouts: {summary['requests_failed_during_rollouts']}")

@@ -62,6 +62,14 @@ class ServerProcess:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def kill(self) -> int:
+        """SIGKILL (a crash: no drain, no clean-up) and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.kill()
+        code = self.proc.wait(60)
+        self._drainer.join(10)
+        return code
+
     def log(self) -> str:
         return "".join(self.lines)
 
