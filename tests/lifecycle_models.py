@@ -89,8 +89,9 @@ def _slow(graph: onnx.GraphProto, size: int, repeats: int) -> None:
     graph.node.extend(nodes)
 
 
-def add_variant(repo: Path, version: int, kind: str, model: str = "digits_mlp", source_version: int = 1) -> Path:
+def add_variant(repo: Path, version: int, kind: str, model: str = "digits_mlp", source_version: int = 1,
+                size: int = 500) -> Path:  # fmt: skip
     """``repo/<model>/<version>/model.onnx`` as ``kind`` of version ``source_version``; returns the folder."""
     folder = repo / model / str(version)
-    write_variant(repo / model / str(source_version) / "model.onnx", folder / "model.onnx", kind)
+    write_variant(repo / model / str(source_version) / "model.onnx", folder / "model.onnx", kind, size=size)
     return folder

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.e2e
 ENV = {"MODELGATE_DEPLOYMENT_POLL_SECONDS": "0.2"}
 PLAN: dict[str, Any] = {
     "version": "2", "steps": [10, 50, 100], "min_requests": 40,
-    "slo": {"max_error_rate": 0.05, "latency_floor_seconds": 0.05},
+    # Latency is judged by the slow-version test; elsewhere only a p99 over 1 s would count (a busy
+    # shared machine easily adds tens of milliseconds to any request).
+    "slo": {"max_error_rate": 0.05, "latency_floor_seconds": 1.0},
 }  # fmt: skip
 
 
@@ -98,13 +100,13 @@ def test_a_good_version_rolls_out_under_load_without_a_failed_request(repo: Path
     ("kind", "slo", "reason"),
     [
         ("errors", {"max_error_rate": 0.05}, "error_rate"),
-        ("slow", {"max_p99_ratio": 3, "latency_floor_seconds": 0.005}, "latency"),
+        ("slow", {"max_p99_ratio": 3, "latency_floor_seconds": 0.02}, "latency"),
     ],
 )
 def test_a_bad_version_is_rolled_back_within_its_first_canary_share(
     repo: Path, server: ServerProcess, kind: str, slo: dict[str, float], reason: str
 ) -> None:
-    add_variant(repo, 2, kind)
+    add_variant(repo, 2, kind, size=700)  # slow: about 0.7 GFLOP a request, hundreds of times the MLP
     plan = {**PLAN, "min_requests": 30, "slo": slo}
     with LoadDriver(server.url, clients=4) as load:
         load.wait_for(100)
@@ -180,17 +182,18 @@ def test_two_gateways_sharing_a_repository_converge(repo: Path) -> None:
     with ServerProcess(repo, env=ENV) as a, ServerProcess(repo, env=ENV) as b:
         assert rollout(a, body=plan).status_code == 200
         pause = threading.Event()
-        for _ in range(3000):  # b follows within a few poll intervals
-            view = rollout(b).json()
-            if view["weights"] == {"1": 90.0, "2": 10.0}:
+        for _ in range(3000):  # b loads the candidate and applies the weights within a few poll intervals
+            models = httpx.get(f"{b.management_url}/api/models").json()["models"]
+            if models[0]["weights"] == {"1": 90.0, "2": 10.0}:
                 break
             pause.wait(0.1)
-        models = httpx.get(f"{b.management_url}/api/models").json()["models"]
         assert models[0]["weights"] == {"1": 90.0, "2": 10.0}
+        assert {v["version"]: v["state"] for v in models[0]["versions"]} == {"1": "READY", "2": "READY"}
         with LoadDriver(a.url, clients=2) as load_a, LoadDriver(b.url, clients=2) as load_b:
             final = wait_until_finished(a)
             for _ in range(3000):
-                if rollout(b).json()["status"] == "promoted":
+                models = httpx.get(f"{b.management_url}/api/models").json()["models"]
+                if models[0]["weights"] == {"1": 0.0, "2": 100.0}:
                     break
                 pause.wait(0.1)
             load_a.wait_for(20)

@@ -7,9 +7,11 @@ Rules (each checked every time, so a breach rolls back at once):
   allowed by the rate over ``min_requests`` is tolerated, a burst is not;
 - disagreement (shadow phase): rows whose top-1 differs exceed
   ``max_disagreement * max(compared, min_requests)``, or ``max_abs_diff`` is passed;
-- latency: once the candidate has ``min_requests`` requests and the stable version some in
-  the same step, candidate p99 over stable p99 above ``max_p99_ratio`` (unless the candidate's
-  p99 is under ``latency_floor_seconds``).
+- latency: once the candidate has ``min_requests`` requests, candidate p99 over the stable
+  version's p99 above ``max_p99_ratio`` (unless the candidate's p99 is under
+  ``latency_floor_seconds``). The stable p99 is its baseline from before the rollout when one
+  was measured (a slow canary sharing the CPU also slows the stable version down during the
+  step, which would hide it), else the stable's p99 in the same step.
 
 No breach: advance when the step has ``min_requests`` candidate requests (shadow: compared
 copies) and ``dwell_seconds`` passed; otherwise hold. No data means hold, never advance.
@@ -35,9 +37,10 @@ class Decision:
 
 
 def judge(plan: RolloutPlan, shadow_phase: bool, candidate: VersionEvidence, stable: VersionEvidence,
-          dwell_done: bool) -> Decision:  # fmt: skip
+          dwell_done: bool, baseline_p99: float | None = None) -> Decision:  # fmt: skip
     """What to do now in the current phase or step."""
-    evidence = {"candidate": candidate.to_dict(), "stable": stable.to_dict()}
+    evidence: dict[str, Any] = {"candidate": candidate.to_dict(), "stable": stable.to_dict(),
+                                "baseline_p99_seconds": baseline_p99}  # fmt: skip
     slo = plan.slo
     minimum = plan.shadow.min_requests if shadow_phase and plan.shadow else plan.min_requests
     allowed_errors = slo.max_error_rate * max(candidate.requests, minimum)
@@ -48,7 +51,7 @@ def judge(plan: RolloutPlan, shadow_phase: bool, candidate: VersionEvidence, sta
         breach = _disagreement(plan, candidate, minimum)
         if breach:
             return Decision(ROLLBACK, "disagreement", breach, evidence)
-    latency = _latency(plan, candidate, stable, minimum)
+    latency = _latency(plan, candidate, stable, minimum, baseline_p99)
     if latency:
         return Decision(ROLLBACK, "latency", latency, evidence)
     count = candidate.compared_rows if shadow_phase else candidate.requests
@@ -70,11 +73,13 @@ def _disagreement(plan: RolloutPlan, candidate: VersionEvidence, minimum: int) -
     return ""
 
 
-def _latency(plan: RolloutPlan, candidate: VersionEvidence, stable: VersionEvidence, minimum: int) -> str:
+def _latency(plan: RolloutPlan, candidate: VersionEvidence, stable: VersionEvidence, minimum: int,
+             baseline_p99: float | None) -> str:  # fmt: skip
     slo = plan.slo
-    if slo.max_p99_ratio is None or candidate.requests < minimum or not stable.requests:
+    if slo.max_p99_ratio is None or candidate.requests < minimum:
         return ""
-    ours, theirs = candidate.p99(), stable.p99()
+    ours = candidate.p99()
+    theirs = baseline_p99 if baseline_p99 is not None else stable.p99()
     if ours is None or theirs is None or ours < slo.latency_floor_seconds:
         return ""
     if ours > slo.max_p99_ratio * theirs:

@@ -94,9 +94,11 @@ class RolloutController:
         if candidate is None or not candidate.ready:
             await self.lifecycle.load(name, str(plan.version), action="rollout_load")  # warm-up; failures recorded
         now = self._clock()
+        before = self.evidence.live(name, stable)
         state = RolloutState(name, plan, stable, plan.version, SHADOW if plan.shadow else CANARY,
                              revision=(current.revision + 1) if current else 1, started_at=now, step_started_at=now,
-                             updated_at=now, leader=self.replica)  # fmt: skip
+                             updated_at=now, leader=self.replica,
+                             baseline_p99=before.p99() if before.requests >= plan.min_requests else None)  # fmt: skip
         self._commit(state, "rollout_start", "started", f"from version {stable} to {plan.version}")
         return state.view()
 
@@ -170,7 +172,7 @@ class RolloutController:
             return None
         candidate, stable = self._merged(state)
         dwell_done = self._clock() - state.step_started_at >= state.plan.dwell_seconds
-        decision = judge(state.plan, state.status == SHADOW, candidate, stable, dwell_done)
+        decision = judge(state.plan, state.status == SHADOW, candidate, stable, dwell_done, state.baseline_p99)
         if decision.action == ROLLBACK:
             state.failed_requests += candidate.errors + stable.errors
             self._roll_back(state, decision.reason, decision.detail, decision.evidence)

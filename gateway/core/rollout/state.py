@@ -38,6 +38,8 @@ class RolloutState:
     #: Server errors (both versions) in finished steps, for the deployment figures.
     failed_requests: int = 0
     leader: str = ""
+    #: The stable version's p99 before the rollout began (None: too few requests then).
+    baseline_p99: float | None = None
 
     @property
     def active(self) -> bool:
@@ -72,7 +74,7 @@ class RolloutState:
             "candidate": self.candidate, "status": self.status, "step": self.step, "paused_from": self.paused_from,
             "revision": self.revision, "started_at": self.started_at, "step_started_at": self.step_started_at,
             "updated_at": self.updated_at, "reason": self.reason, "failed_requests": self.failed_requests,
-            "leader": self.leader,
+            "leader": self.leader, "baseline_p99": self.baseline_p99,
         }  # fmt: skip
 
     def view(self) -> dict[str, Any]:
@@ -92,6 +94,7 @@ class RolloutState:
                 step_started_at=float(doc["step_started_at"]), updated_at=float(doc["updated_at"]),
                 reason=str(doc.get("reason", "")), failed_requests=int(doc.get("failed_requests", 0)),
                 leader=str(doc.get("leader", "")),
+                baseline_p99=float(doc["baseline_p99"]) if doc.get("baseline_p99") is not None else None,
             )  # fmt: skip
         except (KeyError, TypeError, ValueError):
             return None
