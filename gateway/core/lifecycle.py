@@ -17,15 +17,23 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from gateway.core.config import CONFIG_FILE, MODEL_NAME_PATTERN, load_model_config
 from gateway.core.deploy_events import NO_DEPLOYMENT_EVENTS, DeploymentEvents
-from gateway.core.errors import ConfigError, ErrorKind, GatewayError, InvalidInput, ModelNotFound
+from gateway.core.errors import (
+    ConfigError,
+    DeploymentConflict,
+    ErrorKind,
+    GatewayError,
+    InvalidInput,
+    ModelNotFound,
+)
 from gateway.core.history import DeploymentHistory
 from gateway.core.models import ModelManager, ServedModel, ServedVersion, VersionState
+from gateway.core.overrides import OverridesStore
 from gateway.core.sources import check_model_name, check_source
 from gateway.core.traffic import parse_split, parse_version
 from gateway.core.warmup import DEFAULT_WARMUP, WarmupFailed, WarmupPolicy, warm_up
@@ -56,6 +64,10 @@ class Lifecycle:
         self.warmup = warmup
         self.drain_seconds = drain_seconds
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.overrides = OverridesStore(manager.repository.root)
+        self._applied_overrides: dict[str, int] = {}
+        #: Raises when a hand-set split is not allowed now (a rollout controls the model's traffic).
+        self.traffic_guard: Callable[[str], None] | None = None
 
     @property
     def root(self) -> Path:
@@ -122,6 +134,7 @@ class Lifecycle:
             new.traffic = old.traffic
         self.manager.install_model(new)
         self._models_changed()
+        self._applied_overrides.pop(name, None)  # the fresh config's labels: recorded ones apply again
         kept = {id(v) for v in new.versions.values()}
         if old is not None:
             await asyncio.gather(*(self.manager.drain(v, self.drain_seconds)
@@ -189,39 +202,83 @@ class Lifecycle:
     # -- labels and traffic -----------------------------------------------------------------
 
     async def set_labels(self, model: object, labels: object) -> dict[str, Any]:
+        """Replace the model's labels (shared with replicas through the repository)."""
         name = check_model_name(model)
-        if not isinstance(labels, dict):
-            raise InvalidInput('labels: must be an object of label -> version like {"stable": "2"}')
         async with self.lock(name):
-            served_model = self.manager.get(name)
-            parsed: dict[str, int] = {}
-            for label, raw in labels.items():
-                if not isinstance(label, str) or not MODEL_NAME_PATTERN.match(label):
-                    raise InvalidInput(f"labels: {str(label)[:64]!r} must match {MODEL_NAME_PATTERN.pattern}")
-                number = parse_version(raw, f"labels.{label}")
-                if number not in served_model.versions or not served_model.versions[number].ready:
-                    raise InvalidInput(f"labels.{label}: version {number} is not a ready version of {name!r}")
-                parsed[label] = number
-            if served_model.config is None:
-                raise InvalidInput(f"model {name!r} is unavailable; fix its config first")
-            served_model.config = served_model.config.model_copy(update={"labels": parsed})
-            self.history.record(name, None, "labels", "succeeded", labels={k: str(v) for k, v in parsed.items()})
-        return {"model": name, "labels": {k: str(v) for k, v in parsed.items()}}
+            shown = self._apply_labels(self.manager.get(name), labels)
+            revision = self.overrides.update(name, labels=shown)["revision"]
+            self._applied_overrides[name] = revision
+            self.history.record(name, None, "labels", "succeeded", labels=shown)
+        return {"model": name, "labels": shown}
 
     async def set_traffic(self, model: object, doc: object) -> dict[str, Any]:
         """Set (or with ``{"weights": null}`` clear) the weighted split of unpinned requests."""
         name = check_model_name(model)
+        if self.traffic_guard is not None:
+            self.traffic_guard(name)
         async with self.lock(name):
             served_model = self.manager.get(name)
-            if isinstance(doc, dict) and doc.get("weights", ...) is None:
-                served_model.traffic = None
-            else:
-                versions = served_model.versions
-                served_model.traffic = parse_split(doc, lambda v: v in versions and versions[v].ready)
-            split = served_model.traffic.to_dict() if served_model.traffic else None
+            split = self._apply_traffic(served_model, doc)
+            revision = self.overrides.update(name, traffic=split)["revision"]
+            self._applied_overrides[name] = revision
             self.history.record(name, None, "traffic", "succeeded", traffic=split)
-            self._report_weights(served_model)
         return {"model": name, "traffic": split}
+
+    def clear_traffic_override(self, name: str) -> None:
+        """Forget a hand-set split (a rollout takes over the model's traffic)."""
+        if self.overrides.load(name).get("traffic") is not None:
+            self._applied_overrides[name] = self.overrides.update(name, traffic=None)["revision"]
+
+    def sync_overrides(self) -> None:
+        """Apply labels and splits another replica (or this one before a restart) recorded."""
+        for name in self.overrides.models():
+            doc = self.overrides.load(name)
+            if not doc or self._applied_overrides.get(name) == doc["revision"]:
+                continue
+            try:
+                served_model = self.manager.get(name)
+                if doc.get("labels") is not None:
+                    self._apply_labels(served_model, doc["labels"])
+                if not self._rollout_owns_traffic(name):
+                    self._apply_traffic(served_model, doc.get("traffic") or {"weights": None})
+            except GatewayError as exc:
+                log.warning("cannot apply the recorded labels/traffic of %s yet: %s", name, exc.message)
+                continue
+            self._applied_overrides[name] = doc["revision"]
+
+    def _rollout_owns_traffic(self, name: str) -> bool:
+        if self.traffic_guard is None:
+            return False
+        try:
+            self.traffic_guard(name)
+        except DeploymentConflict:
+            return True
+        return False
+
+    def _apply_labels(self, served_model: ServedModel, labels: object) -> dict[str, str]:
+        if not isinstance(labels, dict):
+            raise InvalidInput('labels: must be an object of label -> version like {"stable": "2"}')
+        parsed: dict[str, int] = {}
+        for label, raw in labels.items():
+            if not isinstance(label, str) or not MODEL_NAME_PATTERN.match(label):
+                raise InvalidInput(f"labels: {str(label)[:64]!r} must match {MODEL_NAME_PATTERN.pattern}")
+            number = parse_version(raw, f"labels.{label}")
+            if number not in served_model.versions or not served_model.versions[number].ready:
+                raise InvalidInput(f"labels.{label}: version {number} is not a ready version of {served_model.name!r}")
+            parsed[label] = number
+        if served_model.config is None:
+            raise InvalidInput(f"model {served_model.name!r} is unavailable; fix its config first")
+        served_model.config = served_model.config.model_copy(update={"labels": parsed})
+        return {k: str(v) for k, v in parsed.items()}
+
+    def _apply_traffic(self, served_model: ServedModel, doc: object) -> dict[str, Any] | None:
+        if isinstance(doc, dict) and doc.get("weights", ...) is None:
+            served_model.traffic = None
+        else:
+            versions = served_model.versions
+            served_model.traffic = parse_split(doc, lambda v: v in versions and versions[v].ready)
+        self._report_weights(served_model)
+        return served_model.traffic.to_dict() if served_model.traffic else None
 
     # -- views ----------------------------------------------------------------------------------
 

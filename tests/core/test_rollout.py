@@ -240,3 +240,36 @@ async def test_two_gateways_sharing_a_repository_converge(repo: Path, node: Node
         assert promote["evidence"]["candidate"]["requests"] >= 20  # counted from the follower's published evidence
     finally:
         await follower.close()
+
+
+async def test_hand_set_splits_and_labels_reach_other_replicas_and_restarts(repo: Path, node: Node) -> None:
+    add_variant(repo, 2, "same")
+    await node.lifecycle.load("digits_mlp", "2")
+    other = await make_node(repo, "replica-y")
+    try:
+        await other.lifecycle.load("digits_mlp", "2")
+        await node.lifecycle.set_traffic("digits_mlp", {"weights": {"1": 75, "2": 25}})
+        await node.lifecycle.set_labels("digits_mlp", {"canary": "2"})
+        await other.controller.tick()
+        [row] = other.lifecycle.models()
+        assert row["weights"] == {"1": 75.0, "2": 25.0} and row["labels"] == {"canary": "2"}
+        assert sorted(await drive(other, 100)).count("2") == 25
+    finally:
+        await other.close()
+    await node.lifecycle.set_traffic("digits_mlp", {"weights": None})
+    restarted = await make_node(repo, "replica-x")  # v2 is not in the policy: the recorded label cannot apply
+    try:
+        [row] = restarted.lifecycle.models()
+        assert row["traffic"] is None and row["labels"] == {}
+        await restarted.lifecycle.load("digits_mlp", "2")
+        await restarted.controller.tick()
+        assert restarted.lifecycle.models()[0]["labels"] == {"canary": "2"}
+    finally:
+        await restarted.close()
+
+
+async def test_a_hand_set_split_is_refused_while_a_rollout_runs(repo: Path, node: Node) -> None:
+    add_variant(repo, 2, "same")
+    await node.controller.start("digits_mlp", PLAN)
+    with pytest.raises(DeploymentConflict, match="its traffic follows the plan"):
+        await node.lifecycle.set_traffic("digits_mlp", {"weights": {"1": 50, "2": 50}})

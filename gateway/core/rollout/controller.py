@@ -70,6 +70,7 @@ class RolloutController:
         self._leading = False
         self._background: set[asyncio.Task[None]] = set()
         evidence.on_error = self.on_error
+        lifecycle.traffic_guard = self._refuse_during_rollout
 
     # -- operator commands ------------------------------------------------------------------------
 
@@ -99,6 +100,7 @@ class RolloutController:
                              revision=(current.revision + 1) if current else 1, started_at=now, step_started_at=now,
                              updated_at=now, leader=self.replica,
                              baseline_p99=before.p99() if before.requests >= plan.min_requests else None)  # fmt: skip
+        self.lifecycle.clear_traffic_override(name)
         self._commit(state, "rollout_start", "started", f"from version {stable} to {plan.version}")
         return state.view()
 
@@ -137,6 +139,12 @@ class RolloutController:
         view["leader_now"] = self.lease.holder()
         return view
 
+    def _refuse_during_rollout(self, model: str) -> None:
+        state = self.store.load(model)
+        if state is not None and state.active:
+            raise DeploymentConflict(f"model {model!r} has a rollout of version {state.candidate} running: its "
+                                     "traffic follows the plan (pause, promote or abort it first)")  # fmt: skip
+
     # -- the loop ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -153,6 +161,7 @@ class RolloutController:
 
     async def tick(self) -> None:
         self._leading = self.lease.acquire()
+        self.lifecycle.sync_overrides()
         for state in self.store.all():
             if self._applied.get(state.model) != state.revision:
                 await self._apply(state)
