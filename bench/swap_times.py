@@ -1,6 +1,6 @@
 """Swap time per backend: from a management ``load`` call to the version serving (load + warm-up).
 
-Copies the model repository, keeps only each model's first version in its policy, starts
+Copies the model repository, keeps only each model's last version in its policy, starts
 ``modelgate serve`` on free ports, then loads every other version through the management API
 and reports the gateway's own timings (load, warm-up, total) per backend::
 
@@ -54,11 +54,11 @@ def _first_versions_only(repo: Path) -> list[tuple[str, int, str]]:
         config_path = model_dir / "config.yaml"
         config = yaml.safe_load(config_path.read_text()) or {}
         versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
-        config["version_policy"] = {"specific": versions[:1]}
+        config["version_policy"] = {"specific": versions[-1:]}
         config.pop("labels", None)
         config.pop("default_version", None)
         config_path.write_text(yaml.safe_dump(config))
-        for version in versions[1:]:
+        for version in versions[:-1]:
             version_config = model_dir / str(version) / "config.yaml"
             backend = (
                 (yaml.safe_load(version_config.read_text()) or {}).get("backend") if version_config.exists() else None
