@@ -68,6 +68,8 @@ class RolloutController:
         self._evidence_dir = state_dir(root) / "evidence"
         self._applied: dict[str, int] = {}
         self._leading = False
+        #: Models with a rollout in shadow or canary here (failed requests of others need no decision).
+        self._running: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         evidence.on_error = self.on_error
         lifecycle.traffic_guard = self._refuse_during_rollout
@@ -172,7 +174,7 @@ class RolloutController:
 
     def on_error(self, model: str) -> None:
         """A live request failed: the leader judges the model's rollout at once."""
-        if self._leading:
+        if self._leading and model in self._running:
             self.decide(model)
 
     def decide(self, model: str) -> Decision | None:
@@ -275,6 +277,10 @@ class RolloutController:
 
     def _apply_weights(self, state: RolloutState) -> None:
         self._applied[state.model] = state.revision
+        if state.status in (SHADOW, CANARY):
+            self._running.add(state.model)
+        else:
+            self._running.discard(state.model)
         self.evidence.reset(state.model)
         try:
             model = self.lifecycle.manager.get(state.model)
