@@ -63,7 +63,8 @@ class Gateway:
         self.lifecycle = Lifecycle(self.manager, DeploymentHistory(settings.model_repository), self.metrics,
                                    drain_seconds=settings.shutdown_grace_seconds)  # fmt: skip
         self.rollouts = RolloutController(self.lifecycle, self.dataplane.evidence, replica_name(),
-                                          settings.deployment_poll_seconds)  # fmt: skip
+                                          settings.deployment_poll_seconds,
+                                          repository_poll=settings.repository_poll)  # fmt: skip
         self._stop = asyncio.Event()
         self.ports: BoundPorts | None = None
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     deployment_poll_seconds: Annotated[
         float, Field(gt=0, description="How often shared deployment state and rollouts are re-read and advanced.")
     ] = 1.0
+    repository_poll: Annotated[
+        bool,
+        Field(description="Load new version folders (or roll them out per <model>/rollout.yaml) and unload "
+              "removed ones, every deployment_poll_seconds."),
+    ] = False  # fmt: skip
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Annotated[bool, Field(description="Log every HTTP request (costs throughput).")] = False
 

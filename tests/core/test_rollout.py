@@ -273,3 +273,35 @@ async def test_a_hand_set_split_is_refused_while_a_rollout_runs(repo: Path, node
     await node.controller.start("digits_mlp", PLAN)
     with pytest.raises(DeploymentConflict, match="its traffic follows the plan"):
         await node.lifecycle.set_traffic("digits_mlp", {"weights": {"1": 50, "2": 50}})
+
+
+async def test_repository_polling_loads_new_folders_and_unloads_removed_ones(repo: Path) -> None:
+    metrics = Metrics()
+    manager = ModelManager(ModelRepository(repo), default_registry())
+    await manager.load_all()
+    dataplane = DataPlane(manager, metrics)
+    lifecycle = Lifecycle(manager, DeploymentHistory(repo), metrics)
+    controller = RolloutController(lifecycle, dataplane.evidence, "poller", 0.5, repository_poll=True)
+    node = Node(manager, dataplane, lifecycle, controller, metrics)
+    try:
+        await controller.tick()  # what is there at start is the version policy's business
+        add_variant(repo, 2, "same")
+        await controller.tick()  # first sighting: it may still be being copied
+        assert 2 not in manager.get("digits_mlp").versions
+        await controller.tick()
+        assert manager.resolve("digits_mlp", None).version == 2
+        shutil.rmtree(repo / "digits_mlp" / "1")
+        await controller.tick()
+        assert manager.get("digits_mlp").versions[1].state is VersionState.UNLOADED
+        (repo / "digits_mlp" / "rollout.yaml").write_text("steps: [50, 100]\nmin_requests: 10\n")
+        add_variant(repo, 3, "same", source_version=2)
+        await controller.tick()
+        await controller.tick()
+        view = controller.status("digits_mlp")
+        assert (view["status"], view["stable"], view["candidate"]) == ("canary", 2, 3)
+        assert view["weights"] == {"2": 50.0, "3": 50.0}
+        await drive(node, 100)
+        assert controller.status("digits_mlp")["status"] == "promoted"
+        assert [r["action"] for r in DeploymentHistory(repo).read()][:2] == ["load", "unload"]
+    finally:
+        await node.close()

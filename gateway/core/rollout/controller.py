@@ -28,6 +28,7 @@ from gateway.core.lifecycle import Lifecycle
 from gateway.core.rollout.analysis import ADVANCE, ROLLBACK, Decision, judge
 from gateway.core.rollout.lease import LeaderLease
 from gateway.core.rollout.plan import model_plan_defaults, parse_plan
+from gateway.core.rollout.poller import RepositoryPoller
 from gateway.core.rollout.state import (
     ABORTED,
     CANARY,
@@ -56,7 +57,7 @@ def replica_name() -> str:
 
 class RolloutController:
     def __init__(self, lifecycle: Lifecycle, evidence: EvidenceBook, replica: str, poll_seconds: float,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time, repository_poll: bool = False) -> None:  # fmt: skip
         self.lifecycle = lifecycle
         self.evidence = evidence
         self.replica = replica
@@ -70,6 +71,7 @@ class RolloutController:
         self._leading = False
         #: Models with a rollout in shadow or canary here (failed requests of others need no decision).
         self._running: set[str] = set()
+        self.poller = RepositoryPoller(lifecycle) if repository_poll else None
         self._background: set[asyncio.Task[None]] = set()
         evidence.on_error = self.on_error
         lifecycle.traffic_guard = self._refuse_during_rollout
@@ -171,6 +173,8 @@ class RolloutController:
                 self._publish_evidence(state)
                 if self._leading:
                     self.decide(state.model)
+        if self.poller is not None:
+            await self.poller.poll(self, self._leading)
 
     def on_error(self, model: str) -> None:
         """A live request failed: the leader judges the model's rollout at once."""
