@@ -77,7 +77,7 @@ def serve(repo: Path, run_dir: Path, http_port: int, grpc_port: int, metrics_por
     registry.register(TorchServeBackend, TorchServeFactory(ManagedTorchServe(run_dir=run_dir)))
     settings = Settings(
         model_repository=repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-        log_level="warning",
+        management_port=0, log_level="warning",
     )  # fmt: skip
     run_until_signal(Gateway(settings, registry))
     return 0

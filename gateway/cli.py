@@ -34,7 +34,7 @@ def _plugin_modules() -> list[ModuleType]:
     import importlib
 
     modules = []
-    for name in ("converters.cli", "loadtests.cli", "gateway.backends.torchserve.cli"):
+    for name in ("converters.cli", "loadtests.cli", "gateway.backends.torchserve.cli", "gateway.deploy_cli"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -117,8 +117,42 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._add_deployment_series()
         build = Gauge("modelgate_build_info", "Build information.", ["version", "python"], registry=r)
         build.labels(__version__, platform.python_version()).set(1)
+
+    def _add_deployment_series(self) -> None:
+        r = self.registry
+        self.deployments = Counter(
+            "modelgate_deployments", "Deployments (loads, rollouts) by outcome.", ["model", "outcome"], registry=r
+        )
+        self.rollbacks = Counter("modelgate_rollbacks", "Rollouts rolled back, by reason.", ["model", "reason"],
+                                 registry=r)  # fmt: skip
+        self.traffic_weight = Gauge(
+            "modelgate_traffic_weight", "Share (percent) of unpinned requests each version gets.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
+        self.rollout_step_gauge = Gauge(
+            "modelgate_rollout_step", "Current step of a running rollout (0: none).", ["model"], registry=r
+        )
+
+    # -- gateway.core.deploy_events.DeploymentEvents ------------------------------------------
+
+    def deployment(self, model: str, outcome: str) -> None:
+        self.deployments.labels(model, outcome).inc()
+
+    def rollback(self, model: str, reason: str) -> None:
+        self.rollbacks.labels(model, reason).inc()
+
+    def traffic_weights(self, model: str, weights: Mapping[str, float]) -> None:
+        for version, weight in weights.items():
+            self.traffic_weight.labels(model, version).set(weight)
+
+    def rollout_step(self, model: str, step: int) -> None:
+        self.rollout_step_gauge.labels(model).set(step)
+
+    def models_changed(self, names: Sequence[str], versions: Mapping[str, Sequence[str]]) -> None:
+        self.set_known_models(names, versions)
 
     def set_known_models(self, names: Iterable[str], versions: Mapping[str, Iterable[str]] | None = None) -> None:
         """Which model names (and, if given, which versions of each) may appear as label values."""

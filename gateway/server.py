@@ -23,8 +23,11 @@ from gateway.backends import default_registry
 from gateway.core.backend import BackendRegistry
 from gateway.core.codec.limits import TensorLimits
 from gateway.core.dataplane import DataPlane
+from gateway.core.history import DeploymentHistory
+from gateway.core.lifecycle import Lifecycle
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
+from gateway.core.rollout.controller import RolloutController, replica_name
 from gateway.metrics import Metrics
 from gateway.protocols import PROTOCOLS
 from gateway.protocols.http_app import HttpApp
@@ -48,6 +51,7 @@ class BoundPorts:
     http: int
     grpc: int
     metrics: int
+    management: int = 0
 
 
 class Gateway:
@@ -64,6 +68,11 @@ class Gateway:
         limits = TensorLimits(max_bytes=settings.max_tensor_bytes)
         self.dataplane = DataPlane(self.manager, self.metrics, limits)
         self.protocols = tuple(protocols)
+        self.lifecycle = Lifecycle(self.manager, DeploymentHistory(settings.model_repository), self.metrics,
+                                   drain_seconds=settings.shutdown_grace_seconds)  # fmt: skip
+        self.rollouts = RolloutController(self.lifecycle, self.dataplane.evidence, replica_name(),
+                                          settings.deployment_poll_seconds,
+                                          repository_poll=settings.repository_poll)  # fmt: skip
         self._stop = asyncio.Event()
         self.ports: BoundPorts | None = None
 
@@ -73,38 +82,55 @@ class Gateway:
         self._stop.set()
 
     async def run(self) -> None:
+        from gateway.management.app import ManagementApi
+        from gateway.management.rollout_routes import rollout_routes
+        from gateway.management.wiring import control_plane
+
         s = self.settings
-        ctx = ProtocolContext(self.dataplane, self.metrics, s.max_request_bytes)
+        control = control_plane(self.lifecycle, s.token(), ManagementApi(self.lifecycle, rollout_routes(self.rollouts)))
+        ctx = ProtocolContext(self.dataplane, self.metrics, s.max_request_bytes, control.repository)
         mounts = mount_all(ctx, self.protocols)
         http_sock = _bind(s.host, s.http_port)
         metrics_sock = _bind(s.host, s.metrics_port)
+        management_sock = _bind(s.management_host, s.management_port)
         try:
             grpc_server, grpc_port = self._grpc_server(mounts)
         except OSError:
             http_sock.close()
             metrics_sock.close()
+            management_sock.close()
             raise
-        self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1])
+        self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1],
+                                management_sock.getsockname()[1])  # fmt: skip
         http = _UvicornServer(self._uvicorn_config(HttpApp(mounts.http_routes, mounts.http_fast_paths)))
         metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry)))
+        management = _UvicornServer(self._uvicorn_config(control.app))
         await grpc_server.start()
-        tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock]))]
+        tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock])),
+                 asyncio.create_task(management.serve([management_sock]))]  # fmt: skip
         log.info(
-            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d repository=%s",
-            s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics, s.model_repository,
+            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d management=%s:%d repository=%s",
+            s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics,
+            s.management_host, self.ports.management, s.model_repository,
         )  # fmt: skip
         await self.manager.load_all()
+        await self.rollouts.safe_tick()  # resume rollouts recorded in the repository before serving
         await _call_all(mounts.on_ready)
         log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
         health_task = asyncio.create_task(self._health_loop())
+        rollout_task = asyncio.create_task(self.rollouts.run())
         await self._stop.wait()
         health_task.cancel()
+        rollout_task.cancel()
         log.info("modelgate draining (grace %.0f s)", s.shutdown_grace_seconds)
         await _call_all(mounts.on_drain)
         http.should_exit = True
         await asyncio.gather(grpc_server.stop(s.shutdown_grace_seconds), tasks[0])
         metrics.should_exit = True
-        await tasks[1]
+        management.should_exit = True
+        await asyncio.gather(tasks[1], tasks[2])
+        await self.rollouts.close()
+        await self.dataplane.shadow.drain()
         await self.manager.unload_all()
         log.info("modelgate stopped")
 

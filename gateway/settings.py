@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -58,8 +58,41 @@ class Settings(BaseSettings):
     health_check_seconds: Annotated[
         float, Field(gt=0, description="How often backends are probed; a failing one makes its model not ready.")
     ] = 2.0
+    management_host: Annotated[
+        str, Field(description="Address of the management API (loopback by default; any other needs a token).")
+    ] = "127.0.0.1"
+    management_port: Annotated[int, Field(ge=0, le=65535, description="Management API port (0 picks a free one).")] = (
+        8003
+    )
+    management_token: Annotated[
+        SecretStr | None,
+        Field(description="Bearer token for the management API and the V2 repository routes; "
+              "required when management_host is not loopback."),
+    ] = None  # fmt: skip
+    deployment_poll_seconds: Annotated[
+        float, Field(gt=0, description="How often shared deployment state and rollouts are re-read and advanced.")
+    ] = 1.0
+    repository_poll: Annotated[
+        bool,
+        Field(description="Load new version folders (or roll them out per <model>/rollout.yaml) and unload "
+              "removed ones, every deployment_poll_seconds."),
+    ] = False  # fmt: skip
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Annotated[bool, Field(description="Log every HTTP request (costs throughput).")] = False
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> Settings:
+        if not is_loopback(self.management_host) and not self.token():
+            raise ValueError(
+                f"management_token: required when management_host ({self.management_host}) is not a loopback "
+                "address (set MODELGATE_MANAGEMENT_TOKEN)"
+            )
+        return self
+
+    def token(self) -> str | None:
+        """The management token, or None when none is set (an empty one counts as none)."""
+        value = self.management_token.get_secret_value() if self.management_token is not None else ""
+        return value or None
 
     @classmethod
     def settings_customise_sources(
@@ -85,3 +118,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except ValidationError as exc:
         where = f"{config_file} / " if config_file else ""
         raise ConfigError(f"invalid settings ({where}MODELGATE_* / flags): {format_validation_error(exc)}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; anything else (including 0.0.0.0) is reachable from outside."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

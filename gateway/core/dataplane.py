@@ -19,7 +19,9 @@ from gateway.core.codec.datatypes import numpy_dtype
 from gateway.core.codec.limits import DEFAULT_LIMITS, InputRules, TensorLimits
 from gateway.core.errors import BackendError, GatewayError, ModelNotReady
 from gateway.core.events import NO_EVENTS, CoreEvents
+from gateway.core.evidence import EvidenceBook
 from gateway.core.models import ModelManager, ServedVersion, VersionState
+from gateway.core.shadow import ShadowMirror
 from gateway.core.types import InferRequest, InferResponse, Signature, Tensor, TensorSpec
 from gateway.core.validation import select_outputs, validate_inputs
 
@@ -30,11 +32,16 @@ EXTENSIONS = ("binary_tensor_data", "model_repository")
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    """What a request names: a model and at most one of a version (as the client wrote it) or a label."""
+    """What a request names: a model and at most one of a version (as the client wrote it) or a label.
+
+    ``key`` is the caller's route key (a header or gRPC metadata): with a traffic split, one key
+    always lands on the same version.
+    """
 
     name: str
     version: str | None = None
     label: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +76,19 @@ class DataPlane:
     """Health, metadata and inference on top of a :class:`ModelManager`."""
 
     def __init__(
-        self, manager: ModelManager, events: CoreEvents = NO_EVENTS, limits: TensorLimits = DEFAULT_LIMITS
+        self,
+        manager: ModelManager,
+        events: CoreEvents = NO_EVENTS,
+        limits: TensorLimits = DEFAULT_LIMITS,
+        evidence: EvidenceBook | None = None,
     ) -> None:
         self._manager = manager
         self._events = events
         self.limits = limits
         self.draining = False
+        #: What each version did with live traffic and shadow copies (rollout decisions read it).
+        self.evidence = evidence if evidence is not None else EvidenceBook()
+        self.shadow = ShadowMirror(self.evidence, lambda served, request: self._run(served, request, observe=False))
 
     # -- health -------------------------------------------------------------------------
 
@@ -96,7 +110,7 @@ class DataPlane:
 
     def resolve(self, ref: ModelRef) -> ServedVersion:
         """The served version a request names (400 for a malformed name/version, 404 for an unknown one)."""
-        return self._manager.resolve(ref.name, ref.version, ref.label)
+        return self._manager.resolve(ref.name, ref.version, ref.label, ref.key)
 
     def signature(self, target: ServedVersion) -> Signature:
         """The target's inputs and outputs; 503 while it cannot serve."""
@@ -149,7 +163,18 @@ class DataPlane:
     # -- inference ----------------------------------------------------------------------
 
     async def infer(self, target: ServedVersion, request: InferRequest) -> InferResponse:
-        """Validate, admit, run with a deadline, and shape the response (``target`` from :meth:`resolve`)."""
+        """Validate, admit, run with a deadline, and shape the response (``target`` from :meth:`resolve`).
+
+        A request that named no version (``request.model_version`` empty: the traffic split chose the
+        target) may be copied to the model's shadow version after it has been answered.
+        """
+        response = await self._run(target, request, observe=True)
+        if not request.model_version:
+            self.shadow.mirror(self._manager.get(target.model), target, request, response)
+        return response
+
+    async def _run(self, target: ServedVersion, request: InferRequest, observe: bool) -> InferResponse:
+        """``observe``: record the outcome as live evidence of the version (shadow copies do not)."""
         signature = self.signature(target)
         assert target.config is not None and target.gate is not None and target.call is not None
         arrays = validate_inputs(request.inputs, signature, target.config.max_batch_size)
@@ -161,11 +186,15 @@ class DataPlane:
             results = await target.gate.run(lambda: call(arrays, names))
         except GatewayError as exc:
             self._events.rejected(target.model, exc.kind.value.lower())
+            if observe and not exc.is_client_error:
+                self.evidence.observe(target.model, target.version, False, time.perf_counter() - started)
             raise
         finally:
             self._events.backend_call(
                 target.model, target.version, target.config.backend or "", time.perf_counter() - started
             )
+        if observe:
+            self.evidence.observe(target.model, target.version, True, time.perf_counter() - started)
         outputs = [_output_tensor(spec, results) for spec in wanted]
         return InferResponse(target.model, str(target.version), outputs, id=request.id)
 

@@ -20,6 +20,7 @@ class ErrorKind(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNIMPLEMENTED = "UNIMPLEMENTED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
     INTERNAL = "INTERNAL"
 
 
@@ -87,6 +88,12 @@ class Unsupported(GatewayError):
     kind = ErrorKind.UNIMPLEMENTED
 
 
+class DeploymentConflict(GatewayError):
+    """A deployment operation conflicts with the current state (e.g. a rollout already running)."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+
+
 class BackendError(GatewayError):
     """The backend failed while running the model (not the caller's fault)."""
 
@@ -113,5 +120,6 @@ _CLIENT_KINDS = frozenset(
         ErrorKind.NOT_FOUND,
         ErrorKind.PAYLOAD_TOO_LARGE,
         ErrorKind.RESOURCE_EXHAUSTED,
+        ErrorKind.FAILED_PRECONDITION,
     }
 )

@@ -18,8 +18,9 @@ from gateway.core.batching import DynamicBatcher, InferFn
 from gateway.core.config import MODEL_NAME_PATTERN, VERSION_PATTERN, ModelConfig
 from gateway.core.errors import ConfigError, GatewayError, InvalidInput, ModelNotFound, ModelNotReady
 from gateway.core.events import NO_EVENTS, CoreEvents
-from gateway.core.repository import ModelEntry, ModelRepository
+from gateway.core.repository import ModelEntry, ModelRepository, VersionEntry
 from gateway.core.scheduler import ModelGate
+from gateway.core.traffic import TrafficSplit
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,18 @@ class ServedModel:
     config: ModelConfig | None
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     error: str | None = None
+    #: Weighted split (and shadow) for requests naming no version; None: the default version.
+    traffic: TrafficSplit | None = None
 
     def default_version(self) -> ServedVersion:
-        """The configured default, else the highest READY version."""
+        """The configured default (while it is READY), else the highest READY version."""
         if self.error is not None:
             raise ModelNotReady(f"model {self.name!r} is unavailable: {self.error}")
-        if self.config is not None and self.config.default_version is not None:
-            return self.versions[self.config.default_version]
+        configured = self.config.default_version if self.config is not None else None
+        if configured is not None and configured in self.versions:
+            chosen = self.versions[configured]
+            if chosen.ready or not any(v.ready for v in self.versions.values()):
+                return chosen
         ready = [v for v in self.versions.values() if v.ready]
         if ready:
             return max(ready, key=lambda v: v.version)
@@ -152,8 +158,11 @@ class ModelManager:
                 ) from None
             raise ModelNotFound(f"unknown model {echo(name)}") from None
 
-    def resolve(self, name: str, version: str | None = None, label: str | None = None) -> ServedVersion:
-        """The version a request names: a version number, a label, or neither (the default).
+    def resolve(
+        self, name: str, version: str | None = None, label: str | None = None, key: str | None = None
+    ) -> ServedVersion:
+        """The version a request names: a version number, a label, or neither (the traffic split, else the
+        default; ``key``, a caller's route key, makes the split sticky: one key, one version).
 
         Versions are 1 to 18 ASCII digits without a leading zero; anything else is a 400, an
         unknown model, version or label a 404.
@@ -162,7 +171,7 @@ class ModelManager:
         if label:
             return self._by_label(model, label)
         if not version:
-            return model.default_version()
+            return self.route(model, key)
         if not VERSION_PATTERN.fullmatch(version):
             raise InvalidInput(
                 f"version {echo(version)} of model {name!r} is not valid (1 to 18 ASCII digits without a leading zero)"
@@ -171,6 +180,55 @@ class ModelManager:
         if served is None:
             raise ModelNotFound(f"model {name!r} has no served version {version} (served: {sorted(model.versions)})")
         return served
+
+    @staticmethod
+    def route(model: ServedModel, key: str | None = None) -> ServedVersion:
+        """The version serving a request that names none: the split's pick, else the default."""
+        if model.traffic is not None and model.error is None:
+            versions = model.versions
+            chosen = model.traffic.pick(key, lambda v: v in versions and versions[v].ready)
+            if chosen is not None:
+                return versions[chosen]
+        return model.default_version()
+
+    # -- runtime changes (the lifecycle calls these; never on the request path) ----------
+
+    def install_model(self, model: ServedModel) -> ServedModel | None:
+        """Put ``model`` in service in one step; returns the one it replaces."""
+        previous = self._models.get(model.name)
+        self._models[model.name] = model
+        return previous
+
+    def install_version(self, served: ServedVersion) -> ServedVersion | None:
+        """Add a prepared (loaded and warmed-up) version to its model; returns the one it replaces."""
+        model = self.get(served.model)
+        previous = model.versions.get(served.version)
+        model.versions[served.version] = served
+        return previous
+
+    def plan_version(self, model: str, item: VersionEntry) -> ServedVersion:
+        """A not-yet-loaded version for ``item`` (UNAVAILABLE with the reason if it cannot be)."""
+        return self._plan_version(model, item)
+
+    async def load_version(self, served: ServedVersion) -> None:
+        """Load a planned version (state READY or UNAVAILABLE with the reason)."""
+        if served.state is VersionState.LOADING:
+            await self._load(served)
+
+    async def drain(self, served: ServedVersion, timeout: float) -> None:
+        """Stop new requests to ``served``, let those in flight finish (within ``timeout``), unload it."""
+        was_loaded = served.backend is not None and (served.ready or served.unhealthy)
+        self._set(served, VersionState.UNLOADED, "unloaded")
+        gate = served.gate
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while gate is not None and gate.depth > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if was_loaded and served.backend is not None:
+            try:
+                await served.backend.unload()
+            except (GatewayError, OSError, RuntimeError) as exc:
+                log.warning("unloading %s version %d: %s", served.model, served.version, exc)
 
     def resolve_label(self, name: str, label: str) -> ServedVersion:
         return self._by_label(self.get(name), label)
@@ -230,17 +288,24 @@ class ModelManager:
     def _plan(self, entry: ModelEntry) -> ServedModel:
         model = ServedModel(entry.name, entry.config, error=entry.error)
         for item in entry.versions:
-            served = ServedVersion(entry.name, item.version, item.source.config if item.source else None)
-            if item.source is None:
-                self._set(served, VersionState.UNAVAILABLE, item.error or "invalid version config")
-            else:
-                try:
-                    served.backend = self.registry.create(item.source)
-                    served.backend.events = self._events
-                except ConfigError as exc:
-                    self._set(served, VersionState.UNAVAILABLE, self.repository.relative(str(exc)))
-            model.versions[item.version] = served
+            model.versions[item.version] = self._plan_version(entry.name, item)
         return model
+
+    def plan_model(self, entry: ModelEntry) -> ServedModel:
+        """A not-yet-loaded model for a freshly scanned entry (the lifecycle loads and installs it)."""
+        return self._plan(entry)
+
+    def _plan_version(self, model: str, item: VersionEntry) -> ServedVersion:
+        served = ServedVersion(model, item.version, item.source.config if item.source else None)
+        if item.source is None:
+            self._set(served, VersionState.UNAVAILABLE, item.error or "invalid version config")
+        else:
+            try:
+                served.backend = self.registry.create(item.source)
+                served.backend.events = self._events
+            except ConfigError as exc:
+                self._set(served, VersionState.UNAVAILABLE, self.repository.relative(str(exc)))
+        return served
 
     async def _load(self, served: ServedVersion) -> None:
         assert served.backend is not None and served.config is not None
@@ -265,6 +330,10 @@ class ModelManager:
             except (GatewayError, OSError, RuntimeError) as exc:
                 log.warning("unloading %s version %d: %s", served.model, served.version, exc)
         self._set(served, VersionState.UNLOADED, "")
+
+    def set_state(self, served: ServedVersion, state: VersionState, reason: str) -> None:
+        """Record a state change made outside the manager (e.g. a failed warm-up) and report it."""
+        self._set(served, state, reason)
 
     def _set(self, served: ServedVersion, state: VersionState, reason: str) -> None:
         served.state = state

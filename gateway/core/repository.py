@@ -57,6 +57,16 @@ class ModelRepository:
                 entries.append(self._relative(scan_model(path)))
         return entries
 
+    def scan_one(self, name: str) -> ModelEntry:
+        """One model directory, validated like :meth:`scan` (``name`` is checked by the caller)."""
+        return self._relative(scan_model(self.root / name))
+
+    def version_entry(self, config: ModelConfig, name: str, version: int) -> VersionEntry:
+        """One version folder of a model, whatever the version policy selects (explicit loads)."""
+        entry = _version_entry(self.root / name, config, version)
+        entry.error = self.relative(entry.error) if entry.error else None
+        return entry
+
     def relative(self, message: str) -> str:
         """``message`` with the repository's absolute path removed: clients never see server paths."""
         return message.replace(f"{self.root.resolve()}/", "").replace(f"{self.root}/", "")

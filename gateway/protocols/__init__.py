@@ -11,6 +11,7 @@ from typing import Final
 
 PROTOCOLS: Final = (
     "gateway.protocols.v2.rest_api",
+    "gateway.protocols.v2.repository_api",
     "gateway.protocols.v2.grpc_api",
     "gateway.protocols.tfserving.rest_api",
     "gateway.protocols.tfserving.grpc_api",

@@ -31,6 +31,7 @@ STATUS_BY_KIND: Final[Mapping[ErrorKind, grpc.StatusCode]] = MappingProxyType(
         # gRPC has no "payload too large": its own message-size limit answers RESOURCE_EXHAUSTED too.
         ErrorKind.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
         ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+        ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
         ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
     }
 )

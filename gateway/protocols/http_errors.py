@@ -16,6 +16,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
     ErrorKind.RESOURCE_EXHAUSTED: 429,
+    ErrorKind.FAILED_PRECONDITION: 409,
     ErrorKind.INTERNAL: 500,
     ErrorKind.UNIMPLEMENTED: 501,
     ErrorKind.UNAVAILABLE: 503,

@@ -19,6 +19,8 @@ from gateway.protocols.http import Receive, Scope, Send
 if TYPE_CHECKING:
     import grpc
 
+    from gateway.protocols.v2.repository_api import RepositoryAccess
+
 #: An ASGI handler for one request.
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Looks at a request and returns the handler that serves it without routing, or None.
@@ -30,11 +32,13 @@ Hook = Callable[[], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class ProtocolContext:
-    """What every protocol gets: the one door into the core, the metrics, and the request limits."""
+    """What every protocol gets: the one door into the core, the metrics, and the request limits; the
+    V2 repository extension also gets the lifecycle behind the management token (None: index only)."""
 
     dataplane: DataPlane
     metrics: Metrics
     max_request_bytes: int
+    repository: RepositoryAccess | None = None
 
 
 @dataclass(slots=True)

@@ -376,7 +376,7 @@ registry = BackendRegistry()
 registry.register(OnnxRuntimeBackend)
 registry.register(TorchServeBackend, TorchServeFactory(ManagedTorchServe(run_dir=Path(run_dir))))
 gateway = Gateway(Settings(model_repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                           health_check_seconds=0.5), registry)
+                           management_port=0, health_check_seconds=0.5), registry)
 
 async def main():
     loop = asyncio.get_running_loop()

@@ -192,7 +192,7 @@ def serve_gateway(repo: str) -> None:
     registry.register(TensorFlowBackend)
     settings = load_settings(
         None, model_repository=Path(repo), host="127.0.0.1", http_port=0, grpc_port=0, metrics_port=0,
-        health_check_seconds=0.2, shutdown_grace_seconds=5,
+        management_port=0, health_check_seconds=0.2, shutdown_grace_seconds=5,
     )  # fmt: skip
     gateway = Gateway(settings, registry)
 

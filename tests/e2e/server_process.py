@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 _LISTENING = re.compile(r"modelgate listening: http=[^:]+:(\d+) grpc=[^:]+:(\d+) metrics=[^:]+:(\d+)")
+_MANAGEMENT = re.compile(r"modelgate listening: .* management=[^ ]+:(\d+) ")
 
 
 class ServerProcess:
@@ -22,10 +23,10 @@ class ServerProcess:
     def __init__(self, repo: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.args = [sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
                      "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *extra]  # fmt: skip
-        self.env = {**os.environ, **(env or {})}
+        self.env = {"MODELGATE_MANAGEMENT_PORT": "0", **os.environ, **(env or {})}
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
-        self.http = self.grpc = self.metrics = 0
+        self.http = self.grpc = self.metrics = self.management = 0
 
     def start(self, timeout: float = 60) -> ServerProcess:
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -38,6 +39,8 @@ class ServerProcess:
             for line in list(self.lines):
                 if m := _LISTENING.search(line):
                     self.http, self.grpc, self.metrics = (int(g) for g in m.groups())
+                if m := _MANAGEMENT.search(line):
+                    self.management = int(m.group(1))
             time.sleep(0.05)
         while not self._ready():
             self._check_alive(deadline)
@@ -48,12 +51,24 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http}"
 
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management}"
+
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM and wait; returns the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+    def kill(self) -> int:
+        """SIGKILL (a crash: no drain, no clean-up) and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.kill()
+        code = self.proc.wait(60)
+        self._drainer.join(10)
+        return code
 
     def log(self) -> str:
         return "".join(self.lines)

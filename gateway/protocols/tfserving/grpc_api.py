@@ -70,16 +70,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             check_signature_name(request.model_spec.signature_name)
             served = resolve(self._dataplane, ref)
             labels.version = str(served.version)
-            return await self._predict(request, served)
+            return await self._predict(request, served, ref)
 
         return await measured_rpc(context, self._metrics, PROTOCOL, labels, handle)
 
-    async def _predict(self, request: predict_pb2.PredictRequest, served: ServedVersion) -> predict_pb2.PredictResponse:
+    async def _predict(
+        self, request: predict_pb2.PredictRequest, served: ServedVersion, ref: ServableRef
+    ) -> predict_pb2.PredictResponse:
         rules = self._dataplane.input_rules(served)
         inputs = [tensor_from_proto(name, proto, rules) for name, proto in request.inputs.items()]
         outputs = [RequestedOutput(name) for name in request.output_filter] or None
+        named = ref.version if ref.label is None else str(served.version)  # empty: the split chose (shadow applies)
         result = await self._dataplane.infer(
-            served, InferRequest(served.model, inputs, model_version=str(served.version), outputs=outputs)
+            served, InferRequest(served.model, inputs, model_version=named, outputs=outputs)
         )
         spec = model_pb2.ModelSpec(
             name=served.model, version=wrappers_pb2.Int64Value(value=served.version), signature_name=DEFAULT_SIGNATURE

@@ -111,7 +111,9 @@ class TFServingRest:
             labels.version = str(served.version)
             body = await read_body(scope, receive, self.max_body_bytes)
             inputs, fmt = decode_predict(parse_predict_body(body), self.dataplane.input_rules(served))
-            request = InferRequest(served.model, inputs, model_version=labels.version)
+            # a request naming no version (the split chose it) keeps model_version empty: shadow copies apply
+            named = ref.version if ref.label is None else labels.version
+            request = InferRequest(served.model, inputs, model_version=named)
             response = await self.dataplane.infer(served, request)
             await respond(send, 200, encode_predict(response.outputs, fmt))
 

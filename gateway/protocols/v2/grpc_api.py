@@ -14,6 +14,7 @@ from typing import Any, Final, TypeAlias
 import grpc
 
 from gateway.core.dataplane import DataPlane, ModelRef
+from gateway.core.traffic import ROUTE_KEY_HEADER
 from gateway.metrics import Metrics, RequestLabels
 from gateway.protocols.grpc_envelope import measured_rpc
 from gateway.protocols.grpc_errors import status_on_error
@@ -24,6 +25,7 @@ from gateway.protocols.v2.grpc_codec import (
     model_metadata_response,
     server_metadata_response,
 )
+from gateway.protocols.v2.repository_api import RepositoryAccess, RepositoryServicerMixin
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 
@@ -34,17 +36,18 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 def mount(mounts: Mounts, ctx: ProtocolContext) -> None:
-    servicer = InferenceServicer(ctx.dataplane, ctx.metrics)
+    servicer = InferenceServicer(ctx.dataplane, ctx.metrics, ctx.repository)
     mounts.grpc_services.append(
         lambda server: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     )
     mounts.grpc_service_names.append(SERVICE_NAME)
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The six V2 RPCs on top of a :class:`DataPlane`."""
+class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceServicer):
+    """The V2 RPCs on top of a :class:`DataPlane` (and the repository extension when given)."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, repository: RepositoryAccess | None = None) -> None:
+        self._repository = repository
         self._dataplane = dataplane
         self._metrics = metrics
 
@@ -71,9 +74,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         labels = RequestLabels(request.model_name)
+        key = dict(context.invocation_metadata() or ()).get(ROUTE_KEY_HEADER)  # a sticky traffic split
 
         async def handle() -> pb.ModelInferResponse:
-            target = self._dataplane.resolve(ModelRef(request.model_name, request.model_version or None))
+            ref = ModelRef(request.model_name, request.model_version or None, key=str(key) if key else None)
+            target = self._dataplane.resolve(ref)
             labels.version = str(target.version)
             decoded = ModelInferRequestConverter.to_types(request, self._dataplane.input_rules(target))
             response = await self._dataplane.infer(target, decoded)

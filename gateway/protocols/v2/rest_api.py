@@ -17,9 +17,10 @@ from starlette.routing import BaseRoute, Route
 from gateway.core.dataplane import DataPlane, ModelRef
 from gateway.core.errors import InvalidInput
 from gateway.core.models import ServedVersion
+from gateway.core.traffic import ROUTE_KEY_HEADER
 from gateway.core.types import InferRequest
 from gateway.metrics import RequestLabels
-from gateway.protocols.http import Receive, Scope, Send, header, parse_json, read_body, respond
+from gateway.protocols.http import Receive, Scope, Send, header, read_body, respond
 from gateway.protocols.http_envelope import measured
 from gateway.protocols.http_errors import json_response
 from gateway.protocols.mounts import Handler, Mounts, ProtocolContext
@@ -34,6 +35,7 @@ from gateway.protocols.v2.openapi import openapi_document
 PROTOCOL: Final = "rest"
 _PREFIX: Final = "/v2/models/"
 _SUFFIX: Final = "/infer"
+_ROUTE_KEY: Final = ROUTE_KEY_HEADER.encode()
 
 
 def mount(mounts: Mounts, ctx: ProtocolContext) -> None:
@@ -77,7 +79,9 @@ class V2Rest:
         labels = RequestLabels(model)
 
         async def handle() -> None:
-            target = self.dataplane.resolve(ModelRef(model, version))
+            key = header(scope, _ROUTE_KEY)  # a sticky traffic split
+            ref = ModelRef(model, version, key=key.decode("latin-1") if key else None)
+            target = self.dataplane.resolve(ref)
             labels.version = str(target.version)
             body = await read_body(scope, receive, self.ctx.max_request_bytes)
             request = self._decode(scope, body, target, model, version)
@@ -118,7 +122,6 @@ class V2Rest:
             Route("/v2/models/{model}/versions/{version}/ready", self._model_ready, methods=["GET"]),
             Route("/v2/models/{model}/infer", self._infer_route, methods=["POST"]),
             Route("/v2/models/{model}/versions/{version}/infer", self._infer_route, methods=["POST"]),
-            Route("/v2/repository/index", self._repository_index, methods=["POST"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
         ]
 
@@ -145,17 +148,6 @@ class V2Rest:
         ref = _ref(request)
         ready = self.dataplane.model_ready(ref)
         return json_response({"name": ref.name, "ready": ready}, 200 if ready else 503)
-
-    async def _repository_index(self, request: Request) -> Response:
-        body = await read_body(request.scope, request.receive, self.ctx.max_request_bytes)
-        only_ready = False
-        if body.strip():
-            doc = parse_json(body)
-            if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
-                raise InvalidInput('repository index body must be an object like {"ready": true}')
-            only_ready = doc.get("ready", False)
-        rows = self.dataplane.repository_index()
-        return json_response([r for r in rows if r.get("state") == "READY"] if only_ready else rows)
 
     async def _openapi(self, request: Request) -> Response:
         return json_response(openapi_document())

@@ -1,0 +1,1 @@
+"""Progressive rollouts: plans (data), analysis (pure decisions), state (durable), the controller."""

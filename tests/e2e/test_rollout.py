@@ -1,0 +1,229 @@
+"""Progressive rollouts on real gateway processes under steady concurrent load.
+
+Decisions depend on request counts (dwell 0, min_requests per step); the latency case uses a
+version hundreds of times slower than the stable one. Polling is bounded and generous.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.load_driver import LoadDriver
+from tests.e2e.server_process import ServerProcess
+from tests.lifecycle_models import add_variant
+
+pytestmark = pytest.mark.e2e
+
+ENV = {"MODELGATE_DEPLOYMENT_POLL_SECONDS": "0.2"}
+PLAN: dict[str, Any] = {
+    "version": "2", "steps": [10, 50, 100], "min_requests": 40,
+    # Latency is judged by the slow-version test; elsewhere only a p99 over 1 s would count (a busy
+    # shared machine easily adds tens of milliseconds to any request).
+    "slo": {"max_error_rate": 0.05, "latency_floor_seconds": 1.0},
+}  # fmt: skip
+
+
+@pytest.fixture
+def repo(demo_repo: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "repo"
+    shutil.copytree(demo_repo, target)
+    config = target / "digits_mlp" / "config.yaml"
+    config.write_text(config.read_text().replace("{latest: 1}", "{specific: [1]}"))  # v2 only by rollout
+    return target
+
+
+@pytest.fixture
+def server(repo: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(repo, env=ENV) as proc:
+        yield proc
+
+
+def rollout(server: ServerProcess, action: str = "", body: dict[str, Any] | None = None) -> httpx.Response:
+    url = f"{server.management_url}/api/models/digits_mlp/rollout" + (f"/{action}" if action else "")
+    if action or body is not None:
+        return httpx.post(url, json=body or {}, timeout=300)
+    return httpx.get(url, timeout=60)
+
+
+def wait_until_finished(server: ServerProcess, polls: int = 3000) -> dict[str, Any]:
+    pause = threading.Event()
+    for _ in range(polls):  # bounded: up to 5 min at 0.1 s
+        view = rollout(server).json()
+        if view["status"] not in ("shadow", "canary", "paused"):
+            return view
+        pause.wait(0.1)
+    raise AssertionError(f"rollout did not finish: {view}")
+
+
+def history(server: ServerProcess) -> list[dict[str, Any]]:
+    return httpx.get(f"{server.management_url}/api/history").json()["records"]
+
+
+def scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://127.0.0.1:{server.metrics}/metrics").text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+
+
+def test_a_good_version_rolls_out_under_load_without_a_failed_request(repo: Path, server: ServerProcess) -> None:
+    add_variant(repo, 2, "same")
+    with LoadDriver(server.url, clients=4) as load:
+        load.wait_for(100)
+        started = rollout(server, body=PLAN)
+        assert started.status_code == 200, started.text
+        assert started.json()["weights"] == {"1": 90.0, "2": 10.0}
+        final = wait_until_finished(server)
+        load.wait_for(200)
+    assert final["status"] == "promoted", final
+    assert load.failures() == []
+    outcomes = load.snapshot()
+    assert outcomes[-50:] and {o.version for o in outcomes[-50:]} == {"2"}
+    steps = [(r["action"], r["step"]) for r in history(server) if r["action"] not in ("rollout_load",)]
+    assert steps == [("rollout_start", 1), ("rollout_advance", 2), ("rollout_advance", 3), ("rollout_promote", 3)]
+    metrics = scrape(server)
+    assert metrics[("modelgate_deployments_total", (("model", "digits_mlp"), ("outcome", "succeeded")))] == 1
+    assert metrics[("modelgate_traffic_weight", (("model", "digits_mlp"), ("version", "2")))] == 100
+    assert metrics[("modelgate_rollout_step", (("model", "digits_mlp"),))] == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "slo", "reason"),
+    [
+        ("errors", {"max_error_rate": 0.05}, "error_rate"),
+        ("slow", {"max_p99_ratio": 3, "latency_floor_seconds": 0.02}, "latency"),
+    ],
+)
+def test_a_bad_version_is_rolled_back_within_its_first_canary_share(
+    repo: Path, server: ServerProcess, kind: str, slo: dict[str, float], reason: str
+) -> None:
+    add_variant(repo, 2, kind, size=700)  # slow: about 0.7 GFLOP a request, hundreds of times the MLP
+    plan = {**PLAN, "min_requests": 30, "slo": slo}
+    with LoadDriver(server.url, clients=4) as load:
+        load.wait_for(100)
+        before = load.count()
+        assert rollout(server, body=plan).status_code == 200
+        final = wait_until_finished(server)
+        after = load.count()
+        load.wait_for(200)
+    assert final["status"] == "rolled_back" and final["reason"].startswith(reason), final
+    decision = history(server)[-1]
+    assert decision["action"] == "rollout_rollback" and decision["rollback_reason"] == reason
+    assert decision["step"] == 1  # decided in the first canary step: never more than 10 % of the traffic
+    outcomes = load.snapshot()
+    failures = load.failures()
+    canary_answers = sum(1 for o in outcomes if o.version == "2")
+    assert canary_answers + len(failures) <= 0.1 * (after - before) + 4 * 4 + 30  # its share (+ in flight)
+    if kind == "errors":
+        assert 0 < len(failures) <= 3 + 4  # max_error_rate 0.05 of 30 tolerates one error; 4 clients in flight
+    else:
+        assert failures == []
+    assert {o.version for o in outcomes[-100:]} == {"1"} and all(o.status == 200 for o in outcomes[-100:])
+
+
+def test_different_answers_are_rolled_back_in_the_shadow_phase(repo: Path, server: ServerProcess) -> None:
+    add_variant(repo, 2, "wrong")
+    plan = {**PLAN, "shadow": {"share": 0.5, "min_requests": 40}, "slo": {"max_disagreement": 0.02}}
+    with LoadDriver(server.url, clients=4) as load:
+        load.wait_for(50)
+        assert rollout(server, body=plan).json()["status"] == "shadow"
+        final = wait_until_finished(server)
+        load.wait_for(50)
+    assert final["status"] == "rolled_back" and final["reason"].startswith("disagreement")
+    assert load.failures() == [] and set(load.versions()) == {"1"}  # no caller ever got the wrong answers
+    decision = history(server)[-1]
+    assert decision["evidence"]["candidate"]["disagreement"] == 1.0
+    assert decision["evidence"]["candidate"]["max_abs_diff"] > 0.1
+
+
+def test_a_gateway_killed_mid_rollout_resumes_it(repo: Path) -> None:
+    add_variant(repo, 2, "same")
+    plan = {**PLAN, "steps": [10, 20, 30, 50, 100], "min_requests": 30, "dwell_seconds": 0}
+    first = ServerProcess(repo, env=ENV).start()
+    try:
+        assert rollout(first, body={**plan}).status_code == 200
+        with LoadDriver(first.url, clients=2) as load:
+            pause = threading.Event()
+            for _ in range(3000):
+                if rollout(first).json()["step"] >= 1:
+                    break
+                pause.wait(0.1)
+            load.stop()
+        killed_at = rollout(first).json()
+        assert killed_at["status"] == "canary" and killed_at["step"] >= 1
+        first.kill()
+    finally:
+        first.close()
+    with ServerProcess(repo, env=ENV) as second:
+        resumed = rollout(second).json()
+        assert resumed["status"] == "canary" and resumed["step"] >= killed_at["step"]
+        assert resumed["weights"]["2"] >= killed_at["weights"]["2"]
+        assert "2" in resumed["weights"]
+        with LoadDriver(second.url, clients=4) as load:
+            final = wait_until_finished(second)
+            load.wait_for(50)
+        assert final["status"] == "promoted" and load.failures() == []
+        promote = history(second)[-1]
+        assert promote["action"] == "rollout_promote" and promote["replica"] != killed_at["leader"]
+
+
+def test_two_gateways_sharing_a_repository_converge(repo: Path) -> None:
+    add_variant(repo, 2, "same")
+    plan = {**PLAN, "min_requests": 30}
+    with ServerProcess(repo, env=ENV) as a, ServerProcess(repo, env=ENV) as b:
+        assert rollout(a, body=plan).status_code == 200
+        pause = threading.Event()
+        for _ in range(3000):  # b loads the candidate and applies the weights within a few poll intervals
+            models = httpx.get(f"{b.management_url}/api/models").json()["models"]
+            if models[0]["weights"] == {"1": 90.0, "2": 10.0}:
+                break
+            pause.wait(0.1)
+        assert models[0]["weights"] == {"1": 90.0, "2": 10.0}
+        assert {v["version"]: v["state"] for v in models[0]["versions"]} == {"1": "READY", "2": "READY"}
+        with LoadDriver(a.url, clients=2) as load_a, LoadDriver(b.url, clients=2) as load_b:
+            final = wait_until_finished(a)
+            for _ in range(3000):
+                models = httpx.get(f"{b.management_url}/api/models").json()["models"]
+                if models[0]["weights"] == {"1": 0.0, "2": 100.0}:
+                    break
+                pause.wait(0.1)
+            load_a.wait_for(20)
+            load_b.wait_for(20)
+        assert final["status"] == "promoted"
+        assert load_a.failures() == [] and load_b.failures() == []
+        assert load_a.snapshot()[-1].version == "2" and load_b.snapshot()[-1].version == "2"
+        deciders = {r["replica"] for r in history(a) if r["action"] in ("rollout_advance", "rollout_promote")}
+        assert len(deciders) == 1  # one replica led the whole rollout
+
+
+def test_deploy_cli_rollout_and_figures(repo: Path, server: ServerProcess) -> None:
+    add_variant(repo, 2, "same")
+    add_variant(repo, 3, "errors")
+    base = [sys.executable, "-m", "gateway.cli", "deploy", "--url", server.management_url]
+    with LoadDriver(server.url, clients=4):
+        start = [*base, "rollout", "start", "digits_mlp"]
+        good = subprocess.run([*start, "2", "--steps", "50,100", "--min-requests", "30", "--wait"],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert good.returncode == 0, good.stderr
+        assert "promoted" in good.stdout
+        bad = subprocess.run([*start, "3", "--steps", "10,100", "--min-requests", "30", "--wait"],
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert bad.returncode == 1 and "rolled_back" in bad.stdout, (bad.stdout, bad.stderr)
+    report = subprocess.run([*base, "history"], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0
+    assert "deployments: 2 (1 succeeded, success rate 50%)" in report.stdout
+    assert "rollbacks: 1 {'error_rate': 1}" in report.stdout
+    assert "time to roll out: median" in report.stdout
+    figures = httpx.get(f"{server.management_url}/api/figures").json()
+    assert figures["rollback_rate"] == 0.5 and figures["requests_failed_during_rollouts"] >= 1
+    usage = subprocess.run([*base, "rollout", "start", "digits_mlp"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "needs the candidate VERSION" in usage.stderr
