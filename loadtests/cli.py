@@ -28,7 +28,28 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", dest="version", default=None, help="model version (default: the server's)")
     parser.add_argument("--shape", default="constant:users=4", help=SHAPE_HELP)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per request for batched models (default 1)")
+    parser.add_argument(
+        "--inputs", type=Path, default=None,
+        help="inputs to send: .npy (one-input model) or .npz keyed by input name; first axis = samples",
+    )  # fmt: skip
+    parser.add_argument(
+        "--expected", type=Path, default=None,
+        help="expected outputs of --inputs: .npy or .npz keyed by output name (answers checked within tolerance)",
+    )  # fmt: skip
+    parser.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: the version's, or 1e-5)")
+    parser.add_argument("--rtol", type=float, default=None, help="relative tolerance (default: the version's, or 1e-4)")
+    parser.add_argument(
+        "--model-repository", type=Path, default=None,
+        help="the served repository, to read each version's conversion report and stored samples/expected outputs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dynamic-size", type=int, default=4, help="size of dynamic dimensions other than the batch (default 4)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="local Locust worker processes (distributed mode; default 1 = a single process)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed for the request sequence and Poisson arrivals")
     parser.add_argument("--slo", type=Path, default=None, help="YAML file of SLOs per model (exit 1 on a breach)")
     parser.add_argument(
@@ -39,7 +60,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``loadtest`` and ``loadtest-compare`` to a CLI (imports nothing heavy)."""
     run = subparsers.add_parser("loadtest", help="run a Locust load test and write a report folder")
-    run.add_argument("--host", required=True, help="http://HOST:PORT (rest, binary, tfs) or grpc://HOST:PORT")
+    run.add_argument(
+        "--host", required=True, help="http://HOST:PORT (rest, binary, tfs) or grpc://HOST:PORT (grpc, tfs_grpc)"
+    )
     run.add_argument("--protocol", choices=[p.value for p in Protocol], default=Protocol.REST.value)
     run.add_argument("--out", type=Path, required=True, help="report folder (created)")
     _add_common(run)
@@ -56,6 +79,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     bench.add_argument("--out", type=Path, required=True, help="folder for one report per target + comparison.json")
     _add_common(bench)
     bench.set_defaults(func=run_compare)
+
+
+def input_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunOptions fields every load-test command shares."""
+    return {
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "metrics_url": args.metrics_url,
+        "inputs_file": args.inputs,
+        "expected_file": args.expected,
+        "atol": args.atol,
+        "rtol": args.rtol,
+        "model_repository": args.model_repository,
+        "dynamic_size": args.dynamic_size,
+        "processes": args.processes,
+    }
 
 
 def _error(command: str, message: str) -> int:
@@ -79,9 +118,7 @@ def run_loadtest(args: argparse.Namespace) -> int:
             duration=args.duration,
             out=args.out,
             version=args.version,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            metrics_url=args.metrics_url,
+            **input_options(args),
         )
         artifacts = execute(options)
         report = build_report(artifacts, slo)
@@ -113,9 +150,7 @@ def run_compare(args: argparse.Namespace) -> int:
             duration=args.duration,
             out=args.out,
             version=args.version,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            metrics_url=args.metrics_url,
+            **input_options(args),
         )
         rows, reports = compare(targets, base, slo)
     except LoadTestError as exc:

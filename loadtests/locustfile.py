@@ -8,7 +8,6 @@ option and event listeners. Configuration comes from the JSON file ``--loadtest-
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from locust import LoadTestShape, events
@@ -16,10 +15,10 @@ from locust.env import Environment
 
 from loadtests.recorder import LatencyRecorder, write_final_stats
 from loadtests.shapes import parse_shape
-from loadtests.users import TfsRestUser, V2BinaryUser, V2GrpcUser, V2RestUser
-from loadtests.workload import workload_for
+from loadtests.users import TfsGrpcUser, TfsRestUser, V2BinaryUser, V2GrpcUser, V2RestUser
+from loadtests.workload import results_file, workload_for
 
-__all__ = ["ConfiguredShape", "TfsRestUser", "V2BinaryUser", "V2GrpcUser", "V2RestUser"]
+__all__ = ["ConfiguredShape", "TfsGrpcUser", "TfsRestUser", "V2BinaryUser", "V2GrpcUser", "V2RestUser"]
 
 
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
@@ -49,7 +48,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
     def _save(**_: Any) -> None:
         workload = workload_for(config_path)
         schedule = workload.schedule.stats() if workload.schedule is not None else None
-        recorder.save(Path(workload.config.results_path), schedule)
+        recorder.save(results_file(workload.config), schedule)
         csv_prefix = getattr(options, "csv_prefix", None)
         if csv_prefix:
             write_final_stats(environment, csv_prefix)
