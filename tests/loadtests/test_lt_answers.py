@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from gateway.core.datatypes import V2_TO_NUMPY
 from gateway.core.types import InferRequest, InferResponse, Tensor
 from gateway.core.types import TensorSpec as CoreSpec
 from gateway.protocols.tfserving import json_codec as tfs_json
@@ -46,7 +47,7 @@ def test_every_datatype_is_generated_with_the_batch_and_dynamic_sizes(request_te
         if spec.datatype == "BYTES":
             assert all(isinstance(v, bytes) for v in array.reshape(-1))
         else:
-            assert array.dtype == np.dtype(wire.V2_TO_NUMPY[spec.datatype])
+            assert array.dtype == V2_TO_NUMPY[spec.datatype]
 
 
 def test_pool_round_trips_bytes_without_pickles(tmp_path: Path) -> None:
