@@ -22,6 +22,8 @@ from loadtests.stats import Samples, load_samples
 if TYPE_CHECKING:
     from loadtests.report import RunReport
     from loadtests.runner import RunArtifacts
+    from loadtests.sweep import Level
+    from loadtests.versions import VersionRow
 
 _PERCENTILES = (50, 90, 95, 99)
 
@@ -202,3 +204,66 @@ def write_plots(artifacts: RunArtifacts, report: RunReport) -> list[Path]:
     ]
     versus = plot_client_vs_server(report, out / "client_vs_server.png")
     return [*paths, *([versus] if versus is not None else [])]
+
+
+def plot_sweep(rows: list[Level], marked: Level | None, kind: str, p99_bound: float | None, path: Path) -> Path:
+    """p50/p95/p99 (ms) and throughput (req/s) against the load level, the saturation point marked."""
+    plt = _pyplot()
+    fig, (lat_ax, tput_ax) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    levels = np.array([r.level for r in rows], dtype=float)
+    for key, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
+        values = np.array([np.nan if getattr(r, key) is None else getattr(r, key) for r in rows], dtype=float)
+        lat_ax.plot(levels, values, marker="o", label=f"{label} (service time)")
+    if kind == "rate":
+        intended = np.array([np.nan if r.intended_p99_ms is None else r.intended_p99_ms for r in rows], dtype=float)
+        lat_ax.plot(levels, intended, marker="x", linestyle="--", label="p99 from scheduled send time")
+    if p99_bound is not None:
+        lat_ax.axhline(p99_bound, color="red", linestyle=":", label=f"p99 bound {p99_bound:g} ms")
+    lat_ax.set(
+        ylabel="latency (ms)",
+        yscale="log",
+        title=f"Latency versus load ({'concurrency' if kind == 'users' else 'request rate'})",
+    )
+    tput_ax.plot(levels, [r.rps for r in rows], marker="o", color="green", label="achieved throughput")
+    if kind == "rate":
+        tput_ax.plot(levels, levels, linestyle=":", color="grey", label="offered rate")
+    tput_ax.set(
+        ylabel="throughput (req/s)",
+        xlabel="concurrent users (closed loop)" if kind == "users" else "offered rate (req/s, open loop)",
+    )
+    tput_ax.set_ylim(bottom=0)
+    if kind == "users":
+        from matplotlib.ticker import MaxNLocator
+
+        tput_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if marked is not None:
+        label = f"knee: {marked.level:g} users" if kind == "users" else f"saturation: {marked.level:g} req/s"
+        for ax in (lat_ax, tput_ax):
+            ax.axvline(marked.level, color="black", linestyle="--", label=label)
+    lat_ax.legend(loc="upper left", fontsize="small")
+    tput_ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_versions(rows: list[VersionRow], model: str, path: Path) -> Path:
+    """Per version: p50/p95/p99 at batch 1 (ms), and samples/s at batch 1 and at the larger batch."""
+    plt = _pyplot()
+    fig, (lat_ax, tput_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [f"v{r.version}\n{r.target or ''}" for r in rows]
+    x = np.arange(len(rows))
+    width = 0.27
+    for i, (key, label) in enumerate((("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))):
+        values = [np.nan if getattr(r, key) is None else getattr(r, key) for r in rows]
+        lat_ax.bar(x + (i - 1) * width, values, width, label=label)
+    lat_ax.set_xticks(x, names, fontsize="small")
+    lat_ax.set(ylabel="latency at batch 1 (ms)", title=f"{model}: client latency per version")
+    lat_ax.legend()
+    large = next((r.large_batch for r in rows if r.large_batch), None)
+    small_tput = [np.nan if r.samples_per_s_b1 is None else r.samples_per_s_b1 for r in rows]
+    large_tput = [np.nan if r.samples_per_s_large is None else r.samples_per_s_large for r in rows]
+    tput_ax.bar(x - 0.2, small_tput, 0.4, label="batch 1")
+    tput_ax.bar(x + 0.2, large_tput, 0.4, label=f"batch {large}" if large else "larger batch")
+    tput_ax.set_xticks(x, names, fontsize="small")
+    tput_ax.set(ylabel="throughput (samples/s)", title=f"{model}: samples per second per version")
+    tput_ax.legend()
+    return _save(fig, path)
