@@ -80,6 +80,26 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _add_common(bench)
     bench.set_defaults(func=run_compare)
 
+    run.add_argument(
+        "--remote-workers", type=int, default=0,
+        help="distributed across machines: be the Locust master and wait for this many `loadtest-worker`s",
+    )  # fmt: skip
+    run.add_argument("--master-port", type=int, default=5557, help="port remote workers connect to (default 5557)")
+
+    worker = subparsers.add_parser(
+        "loadtest-worker", help="a Locust worker for a `loadtest --remote-workers N` master on another machine"
+    )
+    worker.add_argument("--master", required=True, help="the master's HOST:PORT")
+    worker.add_argument("--workers", type=int, required=True, help="how many workers the master expects (N)")
+    worker.add_argument("--worker-index", type=int, default=0, help="this worker's number, 0..N-1 (seeds its requests)")
+    worker.add_argument(
+        "--host", required=True, help="http://HOST:PORT (rest, binary, tfs) or grpc://HOST:PORT (grpc, tfs_grpc)"
+    )
+    worker.add_argument("--protocol", choices=[p.value for p in Protocol], default=Protocol.REST.value)
+    worker.add_argument("--out", type=Path, default=Path("loadtest-worker"), help="scratch folder (created)")
+    _add_common(worker)
+    worker.set_defaults(func=run_worker_command)
+
     sweep = subparsers.add_parser("loadtest-sweep", help="latency versus load: one run per level, table + plots")
     sweep.add_argument(
         "--host", required=True, help="http://HOST:PORT (rest, binary, tfs) or grpc://HOST:PORT (grpc, tfs_grpc)"
@@ -148,6 +168,8 @@ def run_loadtest(args: argparse.Namespace) -> int:
             duration=args.duration,
             out=args.out,
             version=args.version,
+            remote_workers=args.remote_workers,
+            master_port=args.master_port,
             **input_options(args),
         )
         artifacts = execute(options)
@@ -194,6 +216,25 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"{target.label}: {line}")
     print(f"report: {args.out}")
     return EXIT_PASS if all(report.passed for report in reports) else EXIT_GATE
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    from loadtests.errors import LoadTestError
+    from loadtests.runner import RunOptions, run_worker
+
+    try:
+        if args.workers < 1 or not 0 <= args.worker_index < args.workers:
+            raise LoadTestError(f"--worker-index {args.worker_index} must be in 0..{args.workers - 1}")
+        options = RunOptions(
+            host=args.host, model=args.model, protocol=Protocol(args.protocol), shape=args.shape,
+            duration=args.duration, out=args.out, version=args.version,
+            **(input_options(args) | {"processes": args.workers}),
+        )  # fmt: skip
+        return run_worker(options, args.master, args.worker_index)
+    except LoadTestError as exc:
+        return _error("loadtest-worker", str(exc))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:

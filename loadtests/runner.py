@@ -38,6 +38,10 @@ STOP_TIMEOUT_SECONDS = 10
 GRACE_SECONDS = 60.0
 SAMPLE_INTERVAL_SECONDS = 0.5
 DEFAULT_METRICS_PORT = 8002
+#: How long a master waits for remote workers to connect before its deadline starts to count.
+WORKER_WAIT_SECONDS = 300.0
+#: Locust's own default port for workers to reach the master.
+DEFAULT_MASTER_PORT = 5557
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class RunOptions:
     model_repository: Path | None = None
     dynamic_size: int = DEFAULT_DYNAMIC_SIZE
     processes: int = 1
+    remote_workers: int = 0
+    master_port: int = DEFAULT_MASTER_PORT
 
 
 #: Every file a run writes into its folder; an earlier run's copies are removed first so none is stale.
@@ -233,14 +239,16 @@ def prepare(options: RunOptions) -> RunConfig:
         atol=source.atol,
         rtol=source.rtol,
         answers_from=source.origin,
-        processes=options.processes,
+        processes=options.remote_workers or options.processes,
         results_path=layout.latencies.resolve(),
     )
     config.save(layout.config)
     return config
 
 
-def locust_command(config: RunConfig, options: RunOptions, layout: Layout, master_port: int | None = None) -> list[str]:
+def locust_command(
+    config: RunConfig, options: RunOptions, layout: Layout, master_port: int | None = None, bind: str = "127.0.0.1"
+) -> list[str]:
     """The headless Locust run; with ``master_port`` the process is a master expecting ``processes`` workers."""
     locustfile = Path(__file__).with_name("locustfile.py")
     command = [
@@ -254,17 +262,20 @@ def locust_command(config: RunConfig, options: RunOptions, layout: Layout, maste
         "--exit-code-on-error", "0",
     ]  # fmt: skip
     if master_port is not None:
-        command += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+        command += ["--master", "--master-bind-host", bind, "--master-bind-port", str(master_port),
                     "--expect-workers", str(config.processes)]  # fmt: skip
     return [*command, config.protocol.user_class]
 
 
-def worker_command(config: RunConfig, options: RunOptions, layout: Layout, master_port: int) -> list[str]:
-    """One local Locust worker process attached to the master."""
+def worker_command(
+    config: RunConfig, options: RunOptions, layout: Layout, master_port: int, master_host: str = "127.0.0.1"
+) -> list[str]:
+    """One Locust worker process attached to the master (local, or on another machine)."""
     locustfile = Path(__file__).with_name("locustfile.py")
     return [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
-        "--master-host", "127.0.0.1", "--master-port", str(master_port),
+        "--master-host", master_host, "--master-port", str(master_port),
+        "--stop-timeout", str(STOP_TIMEOUT_SECONDS),
         "--host", options.host,
         "--loadtest-config", str(layout.config.resolve()),
         config.protocol.user_class,
@@ -295,22 +306,25 @@ def run_locust(config: RunConfig, options: RunOptions, layout: Layout) -> CpuMon
     With ``processes`` > 1 the process is a master (it only coordinates and aggregates) and the
     runner starts that many local workers, each a separate Python process on its own core.
     """
-    distributed = config.processes > 1
-    port = _free_port() if distributed else None
+    remote = options.remote_workers > 0
+    distributed = config.processes > 1 or remote
+    port = (options.master_port if remote else _free_port()) if distributed else None
+    bind = "0.0.0.0" if remote else "127.0.0.1"
     with layout.log.open("wb") as log:
         process = subprocess.Popen(
-            locust_command(config, options, layout, port), stdout=log, stderr=subprocess.STDOUT,
+            locust_command(config, options, layout, port, bind), stdout=log, stderr=subprocess.STDOUT,
             cwd=layout.out, env=_child_env(),
         )  # fmt: skip
         workers: list[subprocess.Popen[bytes]] = []
         try:
-            for index in range(config.processes if port is not None else 0):
+            for index in range(config.processes if port is not None and not remote else 0):
                 assert port is not None
                 command = worker_command(config, options, layout, port)
                 env = _child_env(index)
                 workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=layout.out, env=env))
             monitor = CpuMonitor([process.pid, *(w.pid for w in workers)], master=distributed)
-            deadline = time.monotonic() + options.duration + STOP_TIMEOUT_SECONDS + GRACE_SECONDS
+            waiting = WORKER_WAIT_SECONDS if remote else 0.0
+            deadline = time.monotonic() + options.duration + STOP_TIMEOUT_SECONDS + GRACE_SECONDS + waiting
             while process.poll() is None and time.monotonic() < deadline:
                 monitor.sample()
                 try:
@@ -322,7 +336,7 @@ def run_locust(config: RunConfig, options: RunOptions, layout: Layout) -> CpuMon
             _stop(process)
             for worker in workers:
                 _stop(worker, grace=10.0)
-    if distributed:
+    if distributed and not remote:
         merge_results(sorted(layout.out.glob(f"{layout.latencies.stem}.w*{layout.latencies.suffix}")), layout.latencies)
     if not layout.stats_csv.exists():
         tail = layout.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
@@ -387,3 +401,24 @@ def execute(options: RunOptions) -> RunArtifacts:
         server_before=before,
         server_after=after,
     )
+
+
+def run_worker(options: RunOptions, master: str, index: int) -> int:
+    """``modelgate loadtest-worker``: prepare the same run locally, then serve a (remote) master as worker ``index``.
+
+    The worker probes the target and builds the input pool itself (seeded, so every worker and the
+    master agree); its raw latencies stay in its own ``--out`` folder, so the master's report takes
+    its percentiles from Locust's aggregated (whole-millisecond) statistics.
+    """
+    host, _, port = master.rpartition(":")
+    if not host or not port.isdigit():
+        raise LoadTestError(f"--master {master!r}: expected HOST:PORT, e.g. loadtest-master:5557")
+    config = prepare(options)
+    layout = Layout(options.out)
+    command = worker_command(config, options, layout, int(port), host)
+    with layout.log.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=layout.out, env=_child_env(index))
+        try:
+            return process.wait()
+        finally:
+            _stop(process)
