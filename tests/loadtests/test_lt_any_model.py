@@ -34,14 +34,19 @@ def every_type_inputs(samples: int = 6) -> dict[str, np.ndarray]:
     return arrays
 
 
+def save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    named: dict[str, Any] = dict(arrays)
+    np.savez(path, **named)
+
+
 def write_files(folder: Path, wrong: bool = False) -> tuple[Path, Path]:
     """``--inputs`` and ``--expected`` for the identity model (each output is its input)."""
     inputs = every_type_inputs()
     expected = {name.replace("in_", "out_"): array.copy() for name, array in inputs.items()}
     if wrong:
         expected["out_FP32"][2, 1] += 1.0
-    np.savez(folder / "inputs.npz", **inputs)
-    np.savez(folder / "expected.npz", **expected)
+    save(folder / "inputs.npz", inputs)
+    save(folder / "expected.npz", expected)
     return folder / "inputs.npz", folder / "expected.npz"
 
 
@@ -125,7 +130,7 @@ def test_a_pair_that_cannot_work_is_refused_up_front(
         expected = "--inputs " + str(tmp_path / "inputs.npz") + ": no array for input(s) in_INT8"
     else:
         inputs["in_FP32"] = np.zeros((4, 2, 2), np.float32)
-    np.savez(tmp_path / "inputs.npz", **inputs)
+    save(tmp_path / "inputs.npz", inputs)
     out = tmp_path / "report"
     result = run_modelgate(
         "loadtest", "--host", gateway.url, "--model", EVERY_TYPE, "--protocol", "rest",

@@ -43,9 +43,7 @@ def labels(model: str) -> dict[str, int]:
     return loaded
 
 
-def run(
-    run_modelgate: RunModelgate, server: ServerProcess, out: Path, protocol: str, *extra: str
-) -> dict[str, Any]:
+def run(run_modelgate: RunModelgate, server: ServerProcess, out: Path, protocol: str, *extra: str) -> dict[str, Any]:
     host = f"grpc://127.0.0.1:{server.grpc}" if protocol in ("grpc", "tfs_grpc") else server.url
     result = run_modelgate(
         "loadtest", "--host", host, "--protocol", protocol, "--shape", "constant:users=2", "--duration", "1.5",
