@@ -58,7 +58,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``loadtest`` and ``loadtest-compare`` to a CLI (imports nothing heavy)."""
+    """Add the ``loadtest*`` commands to a CLI (imports nothing heavy)."""
     run = subparsers.add_parser("loadtest", help="run a Locust load test and write a report folder")
     run.add_argument(
         "--host", required=True, help="http://HOST:PORT (rest, binary, tfs) or grpc://HOST:PORT (grpc, tfs_grpc)"
