@@ -219,11 +219,14 @@ def plot_sweep(rows: list[Level], marked: Level | None, kind: str, p99_bound: fl
         lat_ax.plot(levels, intended, marker="x", linestyle="--", label="p99 from scheduled send time")
     if p99_bound is not None:
         lat_ax.axhline(p99_bound, color="red", linestyle=":", label=f"p99 bound {p99_bound:g} ms")
+    from matplotlib.ticker import FuncFormatter
+
     lat_ax.set(
-        ylabel="latency (ms)",
+        ylabel="latency (ms, log scale)",
         yscale="log",
         title=f"Latency versus load ({'concurrency' if kind == 'users' else 'request rate'})",
     )
+    lat_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     tput_ax.plot(levels, [r.rps for r in rows], marker="o", color="green", label="achieved throughput")
     if kind == "rate":
         tput_ax.plot(levels, levels, linestyle=":", color="grey", label="offered rate")
