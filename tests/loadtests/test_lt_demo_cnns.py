@@ -46,7 +46,7 @@ def labels(model: str) -> dict[str, int]:
 def run(run_modelgate: RunModelgate, server: ServerProcess, out: Path, protocol: str, *extra: str) -> dict[str, Any]:
     host = f"grpc://127.0.0.1:{server.grpc}" if protocol in ("grpc", "tfs_grpc") else server.url
     result = run_modelgate(
-        "loadtest", "--host", host, "--protocol", protocol, "--shape", "constant:users=2", "--duration", "1.5",
+        "loadtest", "--host", host, "--protocol", protocol, "--shape", "constant:users=2", "--duration", "2",
         "--batch-size", "4", "--out", str(out), "--metrics-url", f"http://127.0.0.1:{server.metrics}/metrics", *extra,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -22,7 +22,7 @@ def test_worker_processes_share_the_load_and_every_request_is_counted(
     before = gateway_count(gateway, "digits_mlp", "rest")
     result = run_modelgate(
         "loadtest", "--host", gateway.url, "--model", "digits_mlp", "--protocol", "rest", "--processes", "2",
-        "--shape", "constant:users=4", "--duration", "3", "--out", str(out), "--metrics-url", metrics_url(gateway),
+        "--shape", "constant:users=4", "--duration", "4", "--out", str(out), "--metrics-url", metrics_url(gateway),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((out / "summary.json").read_text(encoding="utf-8"))

@@ -30,7 +30,7 @@ def test_concurrency_sweep_writes_one_row_per_level_with_consistent_counts(
     before = gateway_count(gateway, "digits_mlp", "rest")
     result = run_modelgate(
         "loadtest-sweep", "--host", gateway.url, "--model", "digits_mlp", "--protocol", "binary",
-        "--users", "1,3", "--duration", "1.5", "--out", str(out), "--metrics-url", metrics_url(gateway),
+        "--users", "1,3", "--duration", "2", "--out", str(out), "--metrics-url", metrics_url(gateway),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((out / "sweep.json").read_text(encoding="utf-8"))

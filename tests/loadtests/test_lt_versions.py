@@ -21,7 +21,7 @@ def test_every_published_version_gets_a_row_beside_its_conversion_report(
     out = tmp_path / "compare"
     result = run_modelgate(
         "loadtest-compare-versions", "--host", gateway.url, "--model", VERSIONED, "--model-repository",
-        str(repository), "--large-batch", "8", "--shape", "constant:users=1", "--duration", "1",
+        str(repository), "--large-batch", "8", "--shape", "constant:users=1", "--duration", "2",
         "--out", str(out), "--metrics-url", metrics_url(gateway),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
