@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 # The CPU torch wheel lies in /opt/wheels on this kind of machine; pip finds it there.
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
-.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench loadtest loadtest-compare
+.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench loadtest loadtest-compare \
+	loadtest-sweep loadtest-compare-versions
 
 install: $(STAMP)
 
@@ -60,9 +61,21 @@ lint: install
 
 # Load test a running gateway (`make serve` in another shell); exit 1 on an SLO breach or a wrong answer.
 LOADTEST_ARGS ?= --protocol rest --shape constant:users=8 --duration 30
+# Against `make serve` (metrics on :8002, the default). LOADTEST_MODEL=digits_keras tests a demo CNN.
+LOADTEST_MODEL ?= digits_mlp
 loadtest: install
-	$(VENV)/bin/modelgate loadtest --host http://$(HOST):8000 --model digits_mlp --out reports/loadtest \
-		--slo loadtests/slo.example.yaml $(LOADTEST_ARGS)
+	$(VENV)/bin/modelgate loadtest --host http://$(HOST):8000 --model $(LOADTEST_MODEL) --out reports/loadtest \
+		--model-repository $(REPO) --slo loadtests/slo.example.yaml $(LOADTEST_ARGS)
+
+# Latency versus load: concurrency 1..64, then open-loop rates doubling up to saturation (p99 <= 50 ms).
+loadtest-sweep: install
+	$(VENV)/bin/modelgate loadtest-sweep --host http://$(HOST):8000 --model $(LOADTEST_MODEL) --protocol binary \
+		--users 1,8,32,64 --rate-start 100 --p99-ms 50 --duration 10 --out reports/sweep $(SWEEP_ARGS)
+
+# Every published version of a demo CNN side by side with its conversion report.
+loadtest-compare-versions: install
+	$(VENV)/bin/modelgate loadtest-compare-versions --host http://$(HOST):8000 --model digits_keras \
+		--model-repository $(REPO) --shape constant:users=4 --duration 10 --out reports/versions $(VERSIONS_ARGS)
 
 loadtest-compare: install
 	$(VENV)/bin/modelgate loadtest-compare --model digits_mlp --shape constant:users=8 --duration 20 \

@@ -1,119 +1,126 @@
-"""Decode each protocol's response into class probabilities and check them against the labels.
+"""Check every answer, not only its status.
 
-Every response is checked, not only its status: the output must be present with the right
-datatype and shape, finite, each row a probability distribution, and its argmax must be the
-digit the image shows. Any difference raises :class:`WrongAnswer`, which the users turn into
-a Locust failure whose message says what was wrong.
+Three levels, strongest first, chosen by the runner for the run (see :class:`CheckMode`):
+
+- ``digits``: the demo MLP on digits images with known labels: the output is a probability
+  distribution per row and its argmax is the image's digit;
+- ``expected``: the conversion stored (or the user gave) the outputs each sample must produce:
+  every output within the version's tolerance (``|got - want| <= atol + rtol * |want|``; BYTES exact);
+- ``generic``: every output the metadata lists is present, with its datatype and shape (dynamic
+  dimensions free, the batch dimension equal to the request's batch) and only finite numbers.
+
+The generic checks run at every level. A difference raises :class:`WrongAnswer` with a message
+naming what differs, which the users report as a Locust failure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
-import orjson
 
-from loadtests.payloads import CLASSES, Batch
+from loadtests.tensors import TensorSpec
+from loadtests.wire import Output, WrongAnswer
+
+__all__ = ["CheckMode", "Checker", "WrongAnswer"]
 
 #: How far a row of probabilities may sum from 1 (float32 softmax is well inside this).
 SUM_TOLERANCE = 1e-3
 
 
-class WrongAnswer(Exception):
-    """The response arrived but is not the right answer (message names what differs)."""
+class CheckMode(StrEnum):
+    DIGITS = "digits"
+    EXPECTED = "expected"
+    GENERIC = "generic"
 
 
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise WrongAnswer(f"response is not JSON: {exc}") from None
+@dataclass(frozen=True)
+class Checker:
+    """The checks of one run: the output signature, the level and the tolerance."""
+
+    outputs: tuple[TensorSpec, ...]
+    batched: bool
+    mode: CheckMode = CheckMode.GENERIC
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+    def check(
+        self,
+        got: Mapping[str, Output],
+        batch: int,
+        expected: Mapping[str, np.ndarray],
+        labels: np.ndarray | None,
+    ) -> None:
+        for spec in self.outputs:
+            output = got.get(spec.name)
+            if output is None:
+                raise WrongAnswer(f"response has no output {spec.name!r}")
+            check_signature(spec, output, batch if self.batched else None)
+        if self.mode is CheckMode.EXPECTED:
+            for name, want in expected.items():
+                if name in got:
+                    check_close(name, got[name].data, want, self.atol, self.rtol)
+        if self.mode is CheckMode.DIGITS and labels is not None and self.outputs:
+            check_digits(got[self.outputs[0].name].data, labels)
 
 
-def find_output(outputs: Any, output_name: str) -> Mapping[str, Any]:
-    """The V2 output tensor called ``output_name`` from a response's ``outputs`` list."""
-    if not isinstance(outputs, list):
-        raise WrongAnswer("response has no 'outputs' list")
-    for output in outputs:
-        if isinstance(output, dict) and output.get("name") == output_name:
-            return output
-    raise WrongAnswer(f"response has no output {output_name!r}")
+def check_signature(spec: TensorSpec, output: Output, batch: int | None) -> None:
+    """Datatype (when the protocol carries it), rank and fixed dimensions, batch, finiteness."""
+    if output.datatype is not None and output.datatype != spec.datatype:
+        raise WrongAnswer(f"output {spec.name!r} has datatype {output.datatype!r}, expected {spec.datatype!r}")
+    shape = output.data.shape
+    if len(shape) != len(spec.shape) or any(w >= 0 and g != w for g, w in zip(shape, spec.shape, strict=False)):
+        raise WrongAnswer(f"output {spec.name!r} has shape {list(shape)}, expected {list(spec.shape)}")
+    if batch is not None and spec.batched and shape[0] != batch:
+        raise WrongAnswer(f"output {spec.name!r} has {shape[0]} rows for a batch of {batch}")
+    data = output.data
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise WrongAnswer(f"output {spec.name!r} contains NaN or infinity")
 
 
-def v2_output_array(output: Mapping[str, Any], raw: bytes | None = None) -> np.ndarray:
-    """A V2 output (JSON ``data`` or binary ``raw`` bytes) as a float32 array of its declared shape."""
-    if output.get("datatype") != "FP32":
-        raise WrongAnswer(f"output {output.get('name')!r} has datatype {output.get('datatype')!r}, expected 'FP32'")
-    shape = output.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
-        raise WrongAnswer(f"output {output.get('name')!r} has no integer shape")
-    if raw is not None:
-        values = np.frombuffer(raw, dtype="<f4")
-    else:
-        data = output.get("data")
-        if not isinstance(data, list):
-            raise WrongAnswer(f"output {output.get('name')!r} has no 'data' list")
-        values = np.asarray(data, dtype=np.float32)
-    if values.size != int(np.prod(shape)):
-        raise WrongAnswer(f"output {output.get('name')!r} has {values.size} values for shape {shape}")
-    return values.reshape(shape)
-
-
-def decode_v2_json(body: bytes, output_name: str) -> np.ndarray:
-    return v2_output_array(find_output(parse_json(body).get("outputs"), output_name))
-
-
-def decode_tfs(body: bytes) -> np.ndarray:
-    """TF Serving ``{"predictions": [[...], ...]}`` (row format) or ``{"outputs": ...}`` (columnar)."""
-    payload = parse_json(body)
-    if not isinstance(payload, dict):
-        raise WrongAnswer("response is not a JSON object")
-    rows = payload.get("predictions", payload.get("outputs"))
-    if isinstance(rows, dict) and len(rows) == 1:
-        rows = next(iter(rows.values()))
-    if not isinstance(rows, list):
-        raise WrongAnswer("response has no 'predictions' list")
-    try:
-        return np.asarray(rows, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise WrongAnswer("'predictions' is not a numeric matrix") from None
-
-
-def decode_grpc(contents: Sequence[bytes], outputs: Sequence[Any], output_name: str) -> np.ndarray:
-    """A ``ModelInferResponse``'s output (``raw_output_contents`` or typed ``contents``) as an array."""
-    for i, output in enumerate(outputs):
-        if output.name != output_name:
-            continue
-        if output.datatype != "FP32":
-            raise WrongAnswer(f"output {output_name!r} has datatype {output.datatype!r}, expected 'FP32'")
-        shape = list(output.shape)
-        values = (
-            np.frombuffer(contents[i], dtype="<f4")
-            if i < len(contents)
-            else np.asarray(output.contents.fp32_contents, dtype=np.float32)
+def check_close(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> None:
+    if got.shape != want.shape:
+        raise WrongAnswer(f"output {name!r} has shape {list(got.shape)}, the stored answer {list(want.shape)}")
+    if want.dtype == object or got.dtype == object:
+        if not all(bytes(a) == bytes(b) for a, b in zip(got.reshape(-1), want.reshape(-1), strict=True)):
+            raise WrongAnswer(f"output {name!r} differs from the stored answer")
+        return
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    excess = np.abs(g - w) - (atol + rtol * np.abs(w))
+    if excess.size and excess.max() > 0:
+        worst = int(excess.argmax())
+        raise WrongAnswer(
+            f"output {name!r} differs from the stored answer by {abs(g.flat[worst] - w.flat[worst]):.3g} "
+            f"(tolerance atol {atol:g} + rtol {rtol:g}; {int((excess > 0).sum())} of {excess.size} values)"
         )
-        if values.size != int(np.prod(shape)):
-            raise WrongAnswer(f"output {output_name!r} has {values.size} values for shape {shape}")
-        return values.reshape(shape)
-    raise WrongAnswer(f"response has no output {output_name!r}")
 
 
-def check_answer(probs: np.ndarray, batch: Batch) -> None:
-    """Raise :class:`WrongAnswer` unless ``probs`` is the right answer for every image of ``batch``."""
-    expected_shape = (len(batch.labels), CLASSES)
-    if probs.shape != expected_shape:
-        raise WrongAnswer(f"output shape {list(probs.shape)}, expected {list(expected_shape)}")
-    if not np.isfinite(probs).all():
-        raise WrongAnswer("output contains NaN or infinity")
+def check_digits(probs: np.ndarray, labels: np.ndarray) -> None:
+    """Each row a probability distribution whose argmax is the image's digit."""
+    if probs.ndim != 2 or probs.shape[0] != len(labels):
+        raise WrongAnswer(f"output shape {list(probs.shape)}, expected [{len(labels)}, classes]")
     sums = probs.sum(axis=1)
     if np.abs(sums - 1.0).max() > SUM_TOLERANCE:
         raise WrongAnswer(f"probabilities sum to {float(sums[np.abs(sums - 1).argmax()]):.4f}, not 1")
     predicted = probs.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != batch.labels)
+    wrong = np.flatnonzero(predicted != labels)
     if wrong.size:
         first = int(wrong[0])
         raise WrongAnswer(
-            f"wrong answer: expected digit {int(batch.labels[first])}, got {int(predicted[first])}"
-            f" ({wrong.size} of {len(batch.labels)} in the batch wrong)"
+            f"wrong answer: expected digit {int(labels[first])}, got {int(predicted[first])}"
+            f" ({wrong.size} of {len(labels)} in the batch wrong)"
         )
+
+
+def digits_signature(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> bool:
+    """The demo MLP's signature: one FP32 [-1, 64] input, an FP32 [-1, 10] output first."""
+    return (
+        len(inputs) == 1
+        and inputs[0].datatype == "FP32"
+        and inputs[0].shape == (-1, 64)
+        and bool(outputs)
+        and outputs[0].datatype == "FP32"
+        and outputs[0].shape == (-1, 10)
+    )

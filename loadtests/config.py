@@ -11,6 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loadtests.answers import CheckMode
+from loadtests.tensors import TensorSpec
+
 
 class Protocol(StrEnum):
     """The wire protocols a run can use; each has one Locust user class."""
@@ -19,6 +22,12 @@ class Protocol(StrEnum):
     BINARY = "binary"
     GRPC = "grpc"
     TFS = "tfs"
+    TFS_GRPC = "tfs_grpc"
+
+    @property
+    def grpc(self) -> bool:
+        """Spoken over the gRPC port (``grpc://HOST:PORT``)."""
+        return self in (Protocol.GRPC, Protocol.TFS_GRPC)
 
     @property
     def user_class(self) -> str:
@@ -35,8 +44,15 @@ _USER_CLASSES = {
     Protocol.BINARY: "V2BinaryUser",
     Protocol.GRPC: "V2GrpcUser",
     Protocol.TFS: "TfsRestUser",
+    Protocol.TFS_GRPC: "TfsGrpcUser",
 }
-_METRICS_LABELS = {Protocol.REST: "rest", Protocol.BINARY: "rest", Protocol.GRPC: "grpc", Protocol.TFS: "tfs_rest"}
+_METRICS_LABELS = {
+    Protocol.REST: "rest",
+    Protocol.BINARY: "rest",
+    Protocol.GRPC: "grpc",
+    Protocol.TFS: "tfs_rest",
+    Protocol.TFS_GRPC: "tfs_grpc",
+}
 
 
 class RunConfig(BaseModel):
@@ -51,10 +67,16 @@ class RunConfig(BaseModel):
     duration: float = Field(gt=0)
     batch_size: int = Field(default=1, ge=1)
     seed: int = 0
-    samples_path: Path
-    input_name: str = "pixels"
-    output_name: str = "probs"
-    results_path: Path = Field(description="where the Locust process writes raw latencies and schedule lag")
+    pool_path: Path = Field(description="the .npz of inputs (and expected answers) requests draw from")
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batched: bool = Field(description="every input's first dimension is the batch (requests take rows of the pool)")
+    check: CheckMode = CheckMode.GENERIC
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    answers_from: str = Field(default="", description="where the inputs (and answers) came from, for the report")
+    processes: int = Field(default=1, ge=1, description="Locust worker processes sharing the load")
+    results_path: Path = Field(description="where each Locust process writes raw latencies (one file per process)")
 
     @property
     def request_name(self) -> str:

@@ -33,10 +33,13 @@ class LoadgenStats:
     """Unix time the timeline's seconds count from (the start of the load phase)."""
     machine_busy_percent: float = 0.0
     """How busy all cores together were over the load phase (100 = every core fully used)."""
+    processes: int = 1
+    """Locust processes generating load (the workers; a master only coordinates)."""
 
     @property
     def bottleneck(self) -> bool:
-        return self.mean_percent >= BOTTLENECK_PERCENT
+        """Each generating process used, on average, at least the threshold of its one core."""
+        return self.mean_percent >= BOTTLENECK_PERCENT * self.processes
 
     @property
     def machine_saturated(self) -> bool:
@@ -54,8 +57,11 @@ class LoadgenStats:
 class CpuMonitor:
     """Samples a process's (and its children's) CPU time; call :meth:`sample` periodically."""
 
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
+    def __init__(self, pids: int | list[int], master: bool = False) -> None:
+        """``pids``: the Locust process(es), children included; with ``master`` the first only coordinates."""
+        pid_list = [pids] if isinstance(pids, int) else pids
+        self._processes = [psutil.Process(pid) for pid in pid_list]
+        self._generators = max(1, len(pid_list) - (1 if master else 0))
         self._start = time.time()
         self._last_time = self._start
         self._last_cpu = 0.0
@@ -66,11 +72,11 @@ class CpuMonitor:
 
     def _cpu_seconds(self) -> float:
         try:
-            processes = [self._process, *self._process.children(recursive=True)]
             total = 0.0
-            for process in processes:
-                times = process.cpu_times()
-                total += times.user + times.system
+            for root in self._processes:
+                for process in (root, *root.children(recursive=True)):
+                    times = process.cpu_times()
+                    total += times.user + times.system
             self._cpu = max(self._cpu, total)
         except psutil.Error:
             pass  # the process exited between samples; keep the last reading
@@ -105,6 +111,7 @@ class CpuMonitor:
             cores=psutil.cpu_count() or 1,
             timeline_origin=start,
             machine_busy_percent=round(sum(machine) / len(machine), 1),
+            processes=self._generators,
         )
 
 

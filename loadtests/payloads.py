@@ -1,4 +1,4 @@
-"""Request bodies built from real demo data, and the answer each one must get.
+"""Demo data for the demo MLP: digits images and the digit each one shows (the strongest answer check).
 
 Inputs are scikit-learn's digits (shipped with the library, no download): 8x8 images as 64 raw
 pixel values 0..16, the input the ``digits_mlp`` demo model takes. The expected answer is the
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
+
+from loadtests.tensors import Pool
 
 #: Reference softmax probability an image must reach to be used (its label must also match).
 MIN_CONFIDENCE = 0.9
@@ -32,14 +33,6 @@ class DigitsSamples:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One request's worth of images and the digits they show."""
-
-    pixels: np.ndarray
-    labels: np.ndarray
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -78,45 +71,7 @@ def reference_samples(min_confidence: float = MIN_CONFIDENCE, seed: int = 0) -> 
     return DigitsSamples(pixels[keep], labels[keep])
 
 
-def save_samples(samples: DigitsSamples, path: Path) -> None:
-    """Write the samples for the Locust process (computed once by the runner)."""
-    np.savez(path, pixels=samples.pixels, labels=samples.labels)
-
-
-def load_samples(path: Path) -> DigitsSamples:
-    with np.load(path) as data:
-        return DigitsSamples(np.ascontiguousarray(data["pixels"], dtype=np.float32), data["labels"].astype(np.int64))
-
-
-class BatchSampler:
-    """Random batches of samples; seeded so runs are repeatable, one per simulated user."""
-
-    def __init__(self, samples: DigitsSamples, batch_size: int, seed: int) -> None:
-        self._samples = samples
-        self._batch_size = batch_size
-        self._rng = np.random.default_rng(seed)
-
-    def next(self) -> Batch:
-        index = self._rng.integers(0, len(self._samples), self._batch_size)
-        return Batch(self._samples.pixels[index], self._samples.labels[index])
-
-
-def v2_json_body(batch: Batch, input_name: str, output_name: str) -> bytes:
-    """An Open Inference Protocol JSON request for the batch."""
-    request = {
-        "inputs": [
-            {
-                "name": input_name,
-                "shape": list(batch.pixels.shape),
-                "datatype": "FP32",
-                "data": batch.pixels.reshape(-1).tolist(),
-            }
-        ],
-        "outputs": [{"name": output_name}],
-    }
-    return orjson.dumps(request)
-
-
-def tfs_body(batch: Batch) -> bytes:
-    """A TF Serving REST ``:predict`` request in row ("instances") format."""
-    return orjson.dumps({"instances": batch.pixels.tolist()})
+def digits_pool(input_name: str, seed: int = 0) -> Pool:
+    """The reference samples as a pool for the demo MLP's input, labelled."""
+    samples = reference_samples(seed=seed)
+    return Pool({input_name: samples.pixels}, {}, samples.labels)

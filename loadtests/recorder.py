@@ -79,3 +79,46 @@ def write_final_stats(environment: Any, csv_prefix: str) -> None:
         with open(f"{target}.final", "w", newline="", encoding="utf-8") as handle:
             write(csv.writer(handle))
         os.replace(f"{target}.final", target)
+
+
+def merge_results(parts: list[Path], out: Path) -> None:
+    """Combine the files of several Locust worker processes into one, as if one process had run.
+
+    Request names are re-numbered into one table; the open-loop counters add up (the late fraction
+    and the lags are recomputed over all workers).
+    """
+    names: list[str] = []
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("name_ids", "response_ms", "success", "lag_ms", "end_s")}
+    schedule: dict[str, float] = {}
+    lag_total = 0.0
+    for part in sorted(parts):
+        with np.load(part) as data:
+            local = [str(n) for n in data["names"]]
+            for name in local:
+                if name not in names:
+                    names.append(name)
+            mapping = np.asarray([names.index(n) for n in local] or [0], dtype=np.int32)
+            columns["name_ids"].append(mapping[data["name_ids"]] if data["name_ids"].size else data["name_ids"])
+            for key in ("response_ms", "success", "lag_ms", "end_s"):
+                columns[key].append(data[key])
+            counters = dict(zip((str(k) for k in data["schedule_keys"]), data["schedule_values"].tolist(), strict=True))
+        if counters:
+            schedule["claimed"] = schedule.get("claimed", 0.0) + counters["claimed"]
+            schedule["late"] = schedule.get("late", 0.0) + counters["late"]
+            schedule["max_lag_ms"] = max(schedule.get("max_lag_ms", 0.0), counters["max_lag_ms"])
+            lag_total += counters["mean_lag_ms"] * counters["late"]
+    if schedule:
+        schedule["late_fraction"] = schedule["late"] / schedule["claimed"] if schedule["claimed"] else 0.0
+        schedule["mean_lag_ms"] = lag_total / schedule["late"] if schedule["late"] else 0.0
+    dtypes = {"name_ids": np.int32, "success": bool, "response_ms": np.float64, "lag_ms": np.float64, "end_s": float}
+    merged = {
+        key: np.concatenate(arrays).astype(dtypes[key]) if arrays else np.zeros(0, dtypes[key])
+        for key, arrays in columns.items()
+    }
+    arrays: dict[str, Any] = {
+        "names": np.asarray(names, dtype=str),
+        **merged,
+        "schedule_keys": np.asarray(list(schedule), dtype=str),
+        "schedule_values": np.asarray(list(schedule.values()), dtype=np.float64),
+    }
+    np.savez(out, **arrays)

@@ -103,8 +103,9 @@ def _notes(
     notes: list[str] = []
     if loadgen.bottleneck:
         notes.append(
-            f"load generator bottleneck: Locust used {loadgen.mean_percent:.0f}% of a core on average "
-            f"(>= {BOTTLENECK_PERCENT:.0f}%); throughput is Locust's limit and its latencies include its own queueing"
+            f"load generator bottleneck: Locust used {loadgen.mean_percent:.0f}% of a core on average over "
+            f"{loadgen.processes} process(es) (>= {BOTTLENECK_PERCENT:.0f}% each); throughput is Locust's limit and "
+            "its latencies include its own queueing: add --processes"
         )
     if loadgen.machine_saturated and not loadgen.bottleneck:
         notes.append(
@@ -137,6 +138,10 @@ def _run_info(artifacts: RunArtifacts) -> dict[str, Any]:
         "peak_users": shape.peak_users(),
         "duration_s": config.duration,
         "batch_size": config.batch_size,
+        "answers_checked": config.check.value,
+        "inputs_from": config.answers_from,
+        "tolerance": {"atol": config.atol, "rtol": config.rtol},
+        "locust_processes": config.processes,
         "seed": config.seed,
         "metrics_url": artifacts.metrics_url,
         "out": str(artifacts.layout.out),
@@ -224,7 +229,9 @@ def console_summary(report: RunReport) -> str:
     lines = [
         f"{run['request_name']} @ {run['host']}  shape {run['shape']}  {run['duration_s']:g}s",
         f"requests {c.requests}  failures {c.failures} ({100 * c.error_rate:.2f}%)  {c.rps:.1f} req/s  "
-        f"Locust CPU {cpu.mean_percent:.0f}% of a core (machine {cpu.machine_busy_percent:.0f}% busy)",
+        f"Locust CPU {cpu.mean_percent:.0f}% of a core over {cpu.processes} process(es) "
+        f"(machine {cpu.machine_busy_percent:.0f}% busy)",
+        f"inputs: {run['inputs_from']}; answers checked: {run['answers_checked']}",
         *latency_table(report),
     ]
     if report.server is not None:

@@ -8,8 +8,10 @@ put the server's count and latency beside the client's.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,11 +22,15 @@ from urllib.parse import urlsplit
 from loadtests import prometheus
 from loadtests.config import Protocol, RunConfig
 from loadtests.errors import LoadTestError
+from loadtests.inputs import Source, SourceRequest, choose_source
 from loadtests.loadgen import CpuMonitor, LoadgenStats
-from loadtests.payloads import reference_samples, save_samples
-from loadtests.probe import probe
+from loadtests.probe import ModelInfo, probe
+from loadtests.recorder import merge_results
 from loadtests.shapes import parse_shape
 from loadtests.stats import find_row, read_stats_csv
+from loadtests.tensors import DEFAULT_DYNAMIC_SIZE, is_batched, save_pool
+from loadtests.wire import utf8_problem
+from loadtests.workload import WORKER_ENV
 
 #: Seconds Locust lets a user finish its request when the run ends, so every request sent is counted.
 STOP_TIMEOUT_SECONDS = 10
@@ -32,6 +38,10 @@ STOP_TIMEOUT_SECONDS = 10
 GRACE_SECONDS = 60.0
 SAMPLE_INTERVAL_SECONDS = 0.5
 DEFAULT_METRICS_PORT = 8002
+#: How long a master waits for remote workers to connect before its deadline starts to count.
+WORKER_WAIT_SECONDS = 300.0
+#: Locust's own default port for workers to reach the master.
+DEFAULT_MASTER_PORT = 5557
 
 
 @dataclass(frozen=True)
@@ -48,11 +58,20 @@ class RunOptions:
     batch_size: int = 1
     seed: int = 0
     metrics_url: str | None = None
+    inputs_file: Path | None = None
+    expected_file: Path | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    model_repository: Path | None = None
+    dynamic_size: int = DEFAULT_DYNAMIC_SIZE
+    processes: int = 1
+    remote_workers: int = 0
+    master_port: int = DEFAULT_MASTER_PORT
 
 
 #: Every file a run writes into its folder; an earlier run's copies are removed first so none is stale.
 REPORT_FILES = (
-    "run_config.json", "samples.npz", "latencies.npz", "locust.log", "locust_report.html",
+    "run_config.json", "pool.npz", "latencies.npz", "locust.log", "locust_report.html",
     "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "locust_exceptions.csv",
     "summary.json", "report.md", "latency_over_time.png", "throughput_over_time.png",
     "latency_histogram.png", "client_vs_server.png",
@@ -68,14 +87,16 @@ class Layout:
     def clear(self) -> None:
         for name in REPORT_FILES:
             (self.out / name).unlink(missing_ok=True)
+        for part in self.out.glob("latencies.w*.npz"):
+            part.unlink()
 
     @property
     def config(self) -> Path:
         return self.out / "run_config.json"
 
     @property
-    def samples(self) -> Path:
-        return self.out / "samples.npz"
+    def pool(self) -> Path:
+        return self.out / "pool.npz"
 
     @property
     def latencies(self) -> Path:
@@ -125,41 +146,112 @@ def default_metrics_url(host: str) -> str:
     return f"http://{hostname}:{DEFAULT_METRICS_PORT}/metrics"
 
 
-def prepare(options: RunOptions) -> RunConfig:
-    """Validate the arguments and the target, write the samples and the Locust config; no load yet."""
+def _check_options(options: RunOptions) -> None:
     parse_shape(options.shape)
     if options.duration <= 0:
         raise LoadTestError(f"--duration must be positive, got {options.duration:g}")
     if options.batch_size < 1:
         raise LoadTestError(f"--batch-size must be at least 1, got {options.batch_size}")
+    if options.dynamic_size < 1:
+        raise LoadTestError(f"--dynamic-size must be at least 1, got {options.dynamic_size}")
+    if options.processes < 1:
+        raise LoadTestError(f"--processes must be at least 1, got {options.processes}")
+    for flag, path in (("--inputs", options.inputs_file), ("--expected", options.expected_file)):
+        if path is not None and not path.is_file():
+            raise LoadTestError(f"{flag} {path}: no such file")
+    if options.model_repository is not None and not (options.model_repository / options.model).is_dir():
+        raise LoadTestError(f"--model-repository {options.model_repository}: no folder {options.model!r} in it")
+
+
+def resolve_version(options: RunOptions, info: ModelInfo) -> str | None:
+    """The version a run targets: as given, else (with a repository to read) the one the server serves."""
+    if options.version is not None or options.model_repository is None:
+        return options.version
+    if info.served_version:
+        return info.served_version
+    from gateway.core.config import CONFIG_FILE, load_model_config
+
+    config = options.model_repository / options.model / CONFIG_FILE
+    try:
+        default = load_model_config(config).default_version if config.is_file() else None
+    except Exception:  # a config the gateway would refuse: fall back to the newest version
+        default = None
+    if default is not None and str(default) in info.versions:
+        return str(default)
+    numbers = [int(v) for v in info.versions if v.isdigit()]
+    return str(max(numbers)) if numbers else None
+
+
+def refuse_impossible(options: RunOptions, info: ModelInfo, source: Source) -> None:
+    """A model/protocol pair that cannot work is refused before any load, with the reason."""
+    batched = is_batched(info.inputs)
+    if options.batch_size > 1 and not batched:
+        fixed = ", ".join(s.describe() for s in info.inputs if not s.batched)
+        raise LoadTestError(
+            f"--batch-size {options.batch_size}: model {options.model!r} has no batch dimension ({fixed}); use 1"
+        )
+    if options.protocol is Protocol.REST:
+        problem = utf8_problem(source.pool.inputs, info.inputs)
+        if problem is not None:
+            raise LoadTestError(f"protocol rest cannot test model {options.model!r}: {problem}; use binary or grpc")
+
+
+def prepare(options: RunOptions) -> RunConfig:
+    """Validate the arguments and the target, write the input pool and the Locust config; no load yet."""
+    _check_options(options)
     info = probe(options.protocol, options.host, options.model, options.version)
+    version = resolve_version(options, info)
+    source = choose_source(
+        SourceRequest(
+            inputs_file=options.inputs_file,
+            expected_file=options.expected_file,
+            atol=options.atol,
+            rtol=options.rtol,
+            model_dir=options.model_repository / options.model if options.model_repository else None,
+            version=version,
+            dynamic_size=options.dynamic_size,
+            seed=options.seed,
+        ),
+        info.inputs,
+        info.outputs,
+    )
+    refuse_impossible(options, info, source)
     layout = Layout(options.out)
     try:
         options.out.mkdir(parents=True, exist_ok=True)
         layout.clear()
     except OSError as exc:
         raise LoadTestError(f"--out {options.out}: cannot create: {exc.strerror or exc}") from None
-    save_samples(reference_samples(seed=options.seed), layout.samples)
+    save_pool(source.pool, layout.pool)
     config = RunConfig(
         model=options.model,
-        version=options.version,
+        version=version,
         protocol=options.protocol,
         shape=options.shape,
         duration=options.duration,
         batch_size=options.batch_size,
         seed=options.seed,
-        samples_path=layout.samples.resolve(),
-        input_name=info.input_name or "pixels",
-        output_name=info.output_name or "probs",
+        pool_path=layout.pool.resolve(),
+        inputs=info.inputs,
+        outputs=info.outputs,
+        batched=is_batched(info.inputs),
+        check=source.mode,
+        atol=source.atol,
+        rtol=source.rtol,
+        answers_from=source.origin,
+        processes=options.remote_workers or options.processes,
         results_path=layout.latencies.resolve(),
     )
     config.save(layout.config)
     return config
 
 
-def locust_command(config: RunConfig, options: RunOptions, layout: Layout) -> list[str]:
+def locust_command(
+    config: RunConfig, options: RunOptions, layout: Layout, master_port: int | None = None, bind: str = "127.0.0.1"
+) -> list[str]:
+    """The headless Locust run; with ``master_port`` the process is a master expecting ``processes`` workers."""
     locustfile = Path(__file__).with_name("locustfile.py")
-    return [
+    command = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
         "--host", options.host,
         "--loadtest-config", str(layout.config.resolve()),
@@ -168,31 +260,71 @@ def locust_command(config: RunConfig, options: RunOptions, layout: Layout) -> li
         "--stop-timeout", str(STOP_TIMEOUT_SECONDS),
         "--only-summary",
         "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    if master_port is not None:
+        command += ["--master", "--master-bind-host", bind, "--master-bind-port", str(master_port),
+                    "--expect-workers", str(config.processes)]  # fmt: skip
+    return [*command, config.protocol.user_class]
+
+
+def worker_command(
+    config: RunConfig, options: RunOptions, layout: Layout, master_port: int, master_host: str = "127.0.0.1"
+) -> list[str]:
+    """One Locust worker process attached to the master (local, or on another machine)."""
+    locustfile = Path(__file__).with_name("locustfile.py")
+    return [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
+        "--master-host", master_host, "--master-port", str(master_port),
+        "--stop-timeout", str(STOP_TIMEOUT_SECONDS),
+        "--host", options.host,
+        "--loadtest-config", str(layout.config.resolve()),
         config.protocol.user_class,
     ]  # fmt: skip
 
 
-def _child_env() -> dict[str, str]:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _child_env(worker: int | None = None) -> dict[str, str]:
     """Make the project importable in the Locust process even when it is not installed."""
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env.pop(WORKER_ENV, None)
+    if worker is not None:
+        env[WORKER_ENV] = str(worker)
     return env
 
 
 def run_locust(config: RunConfig, options: RunOptions, layout: Layout) -> CpuMonitor:
-    """Run Locust to completion (bounded), sampling its CPU; raises if it produced no statistics."""
+    """Run Locust to completion (bounded), sampling its CPU; raises if it produced no statistics.
+
+    With ``processes`` > 1 the process is a master (it only coordinates and aggregates) and the
+    runner starts that many local workers, each a separate Python process on its own core.
+    """
+    remote = options.remote_workers > 0
+    distributed = config.processes > 1 or remote
+    port = (options.master_port if remote else _free_port()) if distributed else None
+    bind = "0.0.0.0" if remote else "127.0.0.1"
     with layout.log.open("wb") as log:
         process = subprocess.Popen(
-            locust_command(config, options, layout),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=layout.out,
-            env=_child_env(),
-        )
-        monitor = CpuMonitor(process.pid)
-        deadline = time.monotonic() + options.duration + STOP_TIMEOUT_SECONDS + GRACE_SECONDS
+            locust_command(config, options, layout, port, bind), stdout=log, stderr=subprocess.STDOUT,
+            cwd=layout.out, env=_child_env(),
+        )  # fmt: skip
+        workers: list[subprocess.Popen[bytes]] = []
         try:
+            for index in range(config.processes if port is not None and not remote else 0):
+                assert port is not None
+                command = worker_command(config, options, layout, port)
+                env = _child_env(index)
+                workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=layout.out, env=env))
+            monitor = CpuMonitor([process.pid, *(w.pid for w in workers)], master=distributed)
+            waiting = WORKER_WAIT_SECONDS if remote else 0.0
+            deadline = time.monotonic() + options.duration + STOP_TIMEOUT_SECONDS + GRACE_SECONDS + waiting
             while process.poll() is None and time.monotonic() < deadline:
                 monitor.sample()
                 try:
@@ -202,14 +334,21 @@ def run_locust(config: RunConfig, options: RunOptions, layout: Layout) -> CpuMon
             monitor.sample()
         finally:
             _stop(process)
+            for worker in workers:
+                _stop(worker, grace=10.0)
+    if distributed and not remote:
+        merge_results(sorted(layout.out.glob(f"{layout.latencies.stem}.w*{layout.latencies.suffix}")), layout.latencies)
     if not layout.stats_csv.exists():
         tail = layout.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise LoadTestError(f"locust exited with {process.returncode} and wrote no statistics: {' | '.join(tail)}")
     return monitor
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Ask a Locust that overran its deadline to quit (it then writes its reports), then insist."""
+def _stop(process: subprocess.Popen[bytes], grace: float = 0.0) -> None:
+    """Let a process finish within ``grace`` seconds, then ask it to quit (Locust writes its reports), then insist."""
+    if grace:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
     if process.poll() is not None:
         return
     process.terminate()
@@ -262,3 +401,24 @@ def execute(options: RunOptions) -> RunArtifacts:
         server_before=before,
         server_after=after,
     )
+
+
+def run_worker(options: RunOptions, master: str, index: int) -> int:
+    """``modelgate loadtest-worker``: prepare the same run locally, then serve a (remote) master as worker ``index``.
+
+    The worker probes the target and builds the input pool itself (seeded, so every worker and the
+    master agree); its raw latencies stay in its own ``--out`` folder, so the master's report takes
+    its percentiles from Locust's aggregated (whole-millisecond) statistics.
+    """
+    host, _, port = master.rpartition(":")
+    if not host or not port.isdigit():
+        raise LoadTestError(f"--master {master!r}: expected HOST:PORT, e.g. loadtest-master:5557")
+    config = prepare(options)
+    layout = Layout(options.out)
+    command = worker_command(config, options, layout, int(port), host)
+    with layout.log.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=layout.out, env=_child_env(index))
+        try:
+            return process.wait()
+        finally:
+            _stop(process)

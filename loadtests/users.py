@@ -1,4 +1,4 @@
-"""Locust users, one per protocol; each sends digits images and checks every answer.
+"""Locust users, one per protocol; each sends requests drawn from the run's input pool and checks every answer.
 
 The HTTP users are ``FastHttpUser`` (geventhttpclient): on this machine one Locust process reaches
 about 7.7k requests/s with it against 1.7k with ``HttpUser``, and the load generator shares two cores
@@ -14,14 +14,13 @@ from typing import Any, cast
 
 import gevent
 import grpc
-import numpy as np
 from locust import User, task
 from locust.contrib.fasthttp import FastHttpUser, ResponseContextManager
 
-from loadtests import binary
-from loadtests.answers import WrongAnswer, check_answer, decode_grpc, decode_tfs, decode_v2_json
+from loadtests import wire
 from loadtests.config import RunConfig
-from loadtests.payloads import Batch, BatchSampler, tfs_body, v2_json_body
+from loadtests.tensors import Request, Sampler
+from loadtests.wire import Output, WrongAnswer
 from loadtests.workload import Workload, workload_for
 
 #: Client-side deadline per request; a hung server shows up as failures, not as a hung run.
@@ -65,8 +64,14 @@ def tfs_predict_path(config: RunConfig) -> str:
     return f"/v1/models/{config.model}{_version_suffix(config)}:predict"
 
 
-class DigitsHttpUser(FastHttpUser):
-    """Shared loop of the HTTP users: pace, send one batch, check the answer."""
+def _judge(workload: Workload, sampler: Sampler, request: Request, outputs: dict[str, Output]) -> None:
+    """Raise :class:`WrongAnswer` unless ``outputs`` is the right answer to ``request``."""
+    batch = workload.config.batch_size if workload.config.batched else 1
+    workload.checker.check(outputs, batch, sampler.expected(request), sampler.labels(request))
+
+
+class PoolHttpUser(FastHttpUser):
+    """Shared loop of the HTTP users: pace, send one request from the pool, check the answer."""
 
     abstract = True
     network_timeout = REQUEST_TIMEOUT_SECONDS
@@ -74,12 +79,12 @@ class DigitsHttpUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.workload = _workload(self)
-        self.sampler: BatchSampler = self.workload.sampler()
+        self.sampler: Sampler = self.workload.sampler()
 
     @task
     def infer(self) -> None:
-        batch = self.sampler.next()
-        body, headers = self.encode(batch)
+        request = self.sampler.next()
+        body, headers = self.encode(request)
         context = _pace(self.workload)
         with self.client.post(
             self.path(),
@@ -89,15 +94,15 @@ class DigitsHttpUser(FastHttpUser):
             catch_response=True,
             context=context,
         ) as response:
-            self.judge(response, batch)
+            self.judge(response, request)
 
-    def judge(self, response: ResponseContextManager, batch: Batch) -> None:
+    def judge(self, response: ResponseContextManager, request: Request) -> None:
         if response.status_code != 200:
             text = (response.text or "")[:200] if response.content else ""
             response.failure(f"HTTP {response.status_code}: {text}".strip())  # type: ignore[no-untyped-call]
             return
         try:
-            check_answer(self.decode(response), batch)
+            _judge(self.workload, self.sampler, request, self.decode(response))
         except WrongAnswer as exc:
             response.failure(str(exc))  # type: ignore[no-untyped-call]
         else:
@@ -106,56 +111,58 @@ class DigitsHttpUser(FastHttpUser):
     def path(self) -> str:
         raise NotImplementedError
 
-    def encode(self, batch: Batch) -> tuple[bytes, dict[str, str]]:
+    def encode(self, request: Request) -> tuple[bytes, dict[str, str]]:
         raise NotImplementedError
 
-    def decode(self, response: ResponseContextManager) -> np.ndarray:
+    def decode(self, response: ResponseContextManager) -> dict[str, Output]:
         raise NotImplementedError
 
 
-class V2RestUser(DigitsHttpUser):
+def _header(response: ResponseContextManager, name: str) -> str | None:
+    headers = response.headers
+    value = headers.get(name) if headers is not None else None
+    return value[0] if isinstance(value, list) else value
+
+
+class V2RestUser(PoolHttpUser):
     """Open Inference Protocol REST with JSON tensors."""
 
     def path(self) -> str:
         return v2_infer_path(self.workload.config)
 
-    def encode(self, batch: Batch) -> tuple[bytes, dict[str, str]]:
-        config = self.workload.config
-        return v2_json_body(batch, config.input_name, config.output_name), {"Content-Type": "application/json"}
+    def encode(self, request: Request) -> tuple[bytes, dict[str, str]]:
+        body = wire.v2_json_body(request.tensors, self.workload.config.inputs)
+        return body, {"Content-Type": "application/json"}
 
-    def decode(self, response: ResponseContextManager) -> np.ndarray:
-        return decode_v2_json(response.content or b"", self.workload.config.output_name)
+    def decode(self, response: ResponseContextManager) -> dict[str, Output]:
+        return wire.decode_v2(response.content or b"", None)
 
 
-class V2BinaryUser(DigitsHttpUser):
+class V2BinaryUser(PoolHttpUser):
     """Open Inference Protocol REST with the binary tensor extension both ways."""
 
     def path(self) -> str:
         return v2_infer_path(self.workload.config)
 
-    def encode(self, batch: Batch) -> tuple[bytes, dict[str, str]]:
-        config = self.workload.config
-        body, header_length = binary.encode_request(batch, config.input_name, config.output_name)
-        return body, {"Content-Type": "application/octet-stream", binary.HEADER_LENGTH: str(header_length)}
+    def encode(self, request: Request) -> tuple[bytes, dict[str, str]]:
+        body, header_length = wire.v2_binary_body(request.tensors, self.workload.config.inputs)
+        return body, {"Content-Type": "application/octet-stream", wire.HEADER_LENGTH: str(header_length)}
 
-    def decode(self, response: ResponseContextManager) -> np.ndarray:
-        headers = response.headers
-        header = headers.get(binary.HEADER_LENGTH) if headers is not None else None
-        header_length = header[0] if isinstance(header, list) else header
-        return binary.decode_response(response.content or b"", header_length, self.workload.config.output_name)
+    def decode(self, response: ResponseContextManager) -> dict[str, Output]:
+        return wire.decode_v2(response.content or b"", _header(response, wire.HEADER_LENGTH))
 
 
-class TfsRestUser(DigitsHttpUser):
-    """TF Serving REST ``:predict`` in row ("instances") format."""
+class TfsRestUser(PoolHttpUser):
+    """TF Serving REST ``:predict`` in the columnar format (named ``inputs``)."""
 
     def path(self) -> str:
         return tfs_predict_path(self.workload.config)
 
-    def encode(self, batch: Batch) -> tuple[bytes, dict[str, str]]:
-        return tfs_body(batch), {"Content-Type": "application/json"}
+    def encode(self, request: Request) -> tuple[bytes, dict[str, str]]:
+        return wire.tfs_rest_body(request.tensors, self.workload.config.inputs), {"Content-Type": "application/json"}
 
-    def decode(self, response: ResponseContextManager) -> np.ndarray:
-        return decode_tfs(response.content or b"")
+    def decode(self, response: ResponseContextManager) -> dict[str, Output]:
+        return wire.decode_tfs_rest(response.content or b"", self.workload.config.outputs)
 
 
 def grpc_target(host: str) -> str:
@@ -163,35 +170,38 @@ def grpc_target(host: str) -> str:
     return host.removeprefix("grpc://").rstrip("/")
 
 
-class V2GrpcUser(User):
-    """Open Inference Protocol gRPC ``ModelInfer`` with ``raw_input_contents``."""
+class PoolGrpcUser(User):
+    """Shared loop of the gRPC users; each call is reported through ``environment.events.request``."""
+
+    abstract = True
 
     def on_start(self) -> None:
-        from gateway.protos import open_inference_grpc_pb2_grpc
-
         self.workload = _workload(self)
         self.sampler = self.workload.sampler()
         self.channel = grpc.insecure_channel(grpc_target(self.host or ""))
-        self.stub = open_inference_grpc_pb2_grpc.GRPCInferenceServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.call = self.make_call(self.channel)
 
     def on_stop(self) -> None:
         self.channel.close()
 
     @task
     def infer(self) -> None:
-        batch = self.sampler.next()
-        request = self._request(batch)
+        request = self.sampler.next()
+        message = self.encode(request)
         context = _pace(self.workload)
         exception: Exception | None = None
         started = time.perf_counter()
         try:
-            response = self.stub.ModelInfer(request, timeout=REQUEST_TIMEOUT_SECONDS)
+            response = self.call(message, timeout=REQUEST_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
             response, exception = None, GrpcFailure(_grpc_status(exc))
         # Like Locust's HTTP clients, time the call only; checking the answer is not the server's latency.
         elapsed_ms = 1000.0 * (time.perf_counter() - started)
         if response is not None:
-            exception = self._check(response, batch)
+            try:
+                _judge(self.workload, self.sampler, request, self.decode(response))
+            except WrongAnswer as exc:
+                exception = exc
         self.environment.events.request.fire(
             request_type="grpc",
             name=self.workload.config.request_name,
@@ -201,28 +211,46 @@ class V2GrpcUser(User):
             context=context,
         )
 
-    def _check(self, response: Any, batch: Batch) -> WrongAnswer | None:
-        try:
-            output_name = self.workload.config.output_name
-            check_answer(decode_grpc(response.raw_output_contents, response.outputs, output_name), batch)
-        except WrongAnswer as exc:
-            return exc
-        return None
+    def make_call(self, channel: grpc.Channel) -> Any:
+        raise NotImplementedError
 
-    def _request(self, batch: Batch) -> Any:
-        from gateway.protos import open_inference_grpc_pb2 as pb
+    def encode(self, request: Request) -> Any:
+        raise NotImplementedError
 
+    def decode(self, response: Any) -> dict[str, Output]:
+        raise NotImplementedError
+
+
+class V2GrpcUser(PoolGrpcUser):
+    """Open Inference Protocol gRPC ``ModelInfer`` with ``raw_input_contents``."""
+
+    def make_call(self, channel: grpc.Channel) -> Any:
+        from gateway.protos import open_inference_grpc_pb2_grpc
+
+        return open_inference_grpc_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer  # type: ignore[no-untyped-call]
+
+    def encode(self, request: Request) -> Any:
         config = self.workload.config
-        tensor = pb.ModelInferRequest.InferInputTensor(
-            name=config.input_name, datatype="FP32", shape=list(batch.pixels.shape)
-        )
-        return pb.ModelInferRequest(
-            model_name=config.model,
-            model_version=config.version or "",
-            inputs=[tensor],
-            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=config.output_name)],
-            raw_input_contents=[batch.pixels.astype("<f4").tobytes()],
-        )
+        return wire.v2_grpc_request(config.model, config.version, request.tensors, config.inputs)
+
+    def decode(self, response: Any) -> dict[str, Output]:
+        return wire.decode_v2_grpc(response)
+
+
+class TfsGrpcUser(PoolGrpcUser):
+    """TF Serving gRPC ``PredictionService.Predict`` with ``TensorProto`` inputs (no TensorFlow import)."""
+
+    def make_call(self, channel: grpc.Channel) -> Any:
+        from gateway.protos.tfserving.tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict  # type: ignore[no-untyped-call]
+
+    def encode(self, request: Request) -> Any:
+        config = self.workload.config
+        return wire.tfs_grpc_request(config.model, config.version, request.tensors, config.inputs)
+
+    def decode(self, response: Any) -> dict[str, Output]:
+        return wire.decode_tfs_grpc(response)
 
 
 class GrpcFailure(Exception):
