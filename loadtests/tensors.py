@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from gateway.core.datatypes import V2_TO_NUMPY
+from gateway.core.codec.datatypes import V2_TO_NUMPY
 
 #: Size given to a dynamic dimension other than the batch dimension (``--dynamic-size`` overrides).
 DEFAULT_DYNAMIC_SIZE = 4

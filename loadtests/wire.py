@@ -22,11 +22,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.core.datatypes import V2_TO_NUMPY, deserialize_bytes_tensor, serialize_bytes_tensor
+from gateway.core.codec.datatypes import V2_TO_NUMPY
+from gateway.core.codec.limits import TensorLimits, check_dims, check_shape
+from gateway.core.codec.raw import array_from_raw, array_to_raw
+from gateway.core.codec.values import array_from_json, array_to_json
 from gateway.core.errors import GatewayError
 from loadtests.tensors import TensorSpec
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+#: Answers are bounded by the gateway's own response size, not by a client-facing tensor limit.
+_ANSWER_LIMITS = TensorLimits(max_bytes=2**40)
 
 
 class WrongAnswer(Exception):
@@ -42,18 +49,11 @@ class Output:
 
 
 def _raw(array: np.ndarray, datatype: str) -> bytes:
-    if datatype == "BYTES":
-        return serialize_bytes_tensor(array)
-    return np.ascontiguousarray(array, dtype=V2_TO_NUMPY[datatype].newbyteorder("<")).tobytes()
+    return array_to_raw(array, datatype)
 
 
 def _json_data(array: np.ndarray, datatype: str) -> Any:
-    flat = array.reshape(-1)
-    if datatype == "BYTES":
-        return [bytes(v).decode("utf-8") for v in flat]
-    if datatype == "FP16":
-        return flat.astype(np.float32).tolist()
-    return flat.tolist()
+    return array_to_json("input", array, datatype)
 
 
 def utf8_problem(tensors: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> str | None:
@@ -79,7 +79,7 @@ def v2_json_body(tensors: Mapping[str, np.ndarray], specs: Sequence[TensorSpec])
         }
         for s in specs
     ]
-    return orjson.dumps({"inputs": inputs})
+    return orjson.dumps({"inputs": inputs}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def v2_binary_body(tensors: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> tuple[bytes, int]:
@@ -103,37 +103,27 @@ def v2_binary_body(tensors: Mapping[str, np.ndarray], specs: Sequence[TensorSpec
 
 
 def _from_raw(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarray:
-    count = int(np.prod(shape))
-    if datatype == "BYTES":
-        try:
-            return deserialize_bytes_tensor(raw, count, name).reshape(shape)
-        except GatewayError:
-            raise WrongAnswer(f"output {name!r}: malformed BYTES data") from None
-    dtype = V2_TO_NUMPY.get(datatype)
-    if dtype is None:
+    """An output's raw bytes through the gateway's own codec; anything malformed is a wrong answer."""
+    if datatype not in V2_TO_NUMPY:
         raise WrongAnswer(f"output {name!r} has unknown datatype {datatype!r}")
-    if len(raw) != count * dtype.itemsize:
-        raise WrongAnswer(f"output {name!r} has {len(raw)} bytes for {datatype} shape {shape}")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    try:
+        dims = check_dims(name, shape)
+        return array_from_raw(name, datatype, dims, check_shape(name, datatype, dims, _ANSWER_LIMITS), raw)
+    except GatewayError as exc:
+        raise WrongAnswer(f"output {name!r}: {exc.message}") from None
 
 
 def _from_json(entry: Mapping[str, Any], name: str, datatype: str, shape: list[int]) -> np.ndarray:
     data = entry.get("data")
     if not isinstance(data, list):
         raise WrongAnswer(f"output {name!r} has no 'data' list")
-    count = int(np.prod(shape))
-    if datatype == "BYTES":
-        flat = np.empty(len(data), dtype=object)
-        flat[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in data]
-    else:
-        dtype = V2_TO_NUMPY.get(datatype)
-        if dtype is None:
-            raise WrongAnswer(f"output {name!r} has unknown datatype {datatype!r}")
-        try:
-            flat = np.asarray(data, dtype=dtype if datatype != "FP16" else np.float32).reshape(-1)
-        except (ValueError, TypeError):
-            raise WrongAnswer(f"output {name!r}: data is not {datatype}") from None
-    if flat.size != count:
+    if datatype not in V2_TO_NUMPY:
+        raise WrongAnswer(f"output {name!r} has unknown datatype {datatype!r}")
+    try:
+        flat = array_from_json(name, datatype, data, finite=False).reshape(-1)
+    except GatewayError as exc:
+        raise WrongAnswer(f"output {name!r}: data is not {datatype} ({exc.message})") from None
+    if flat.size != int(np.prod(shape)):
         raise WrongAnswer(f"output {name!r} has {flat.size} values for shape {shape}")
     return flat.reshape(shape)
 

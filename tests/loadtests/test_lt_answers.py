@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gateway.core.datatypes import V2_TO_NUMPY
+from gateway.core.codec.datatypes import V2_TO_NUMPY
 from gateway.core.types import InferRequest, InferResponse, Tensor
 from gateway.core.types import TensorSpec as CoreSpec
 from gateway.protocols.tfserving import json_codec as tfs_json
