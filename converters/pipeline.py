@@ -25,7 +25,7 @@ from converters.isolation import DEFAULT_TIMEOUT, onnx2tf_path, run_step
 from converters.profile import recommend, size_bytes
 from converters.publish import Publication, publish
 from converters.report import ArtifactResult, ConversionReport, summary_line, to_markdown
-from converters.sources import detect_kind, load_labels
+from converters.sources import detect_and_check, load_labels
 from converters.spec import to_json
 from converters.verify import DEFAULT_TOLERANCES, Tolerance, accuracy, compare
 from gateway.core.config import CONFIG_FILE, MODEL_NAME_PATTERN, TensorConfig, VersionConfig, load_model_config
@@ -85,7 +85,7 @@ def validate_request(request: ConversionRequest) -> tuple[str, list[str]]:
     """Checks that need no framework: name, source file, targets, existing model config."""
     if not MODEL_NAME_PATTERN.match(request.name):
         raise BadInput(f"--name {request.name!r}: use letters, digits, '_', '.', '-' (max 128), starting alnum")
-    kind = detect_kind(request.source)
+    kind = detect_and_check(request.source)
     targets = catalogue.parse_targets(request.targets, kind)
     for option, path in (("--samples", request.samples), ("--labels", request.labels)):
         if path is not None and not path.is_file():

@@ -122,12 +122,11 @@ class TorchRunner:
     def __init__(self, path: Path, input_names: list[str], output_names: list[str], exported: bool) -> None:
         import torch
 
+        from converters.sources import load_torch
+
         torch.set_num_threads(1)
         self.torch = torch
-        if exported:
-            self.module = torch.export.load(str(path)).module()
-        else:
-            self.module = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+        self.module = load_torch(path, "torch_export" if exported else "torchscript")
         self.input_names = input_names
         self.output_names = output_names
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import BadInput
+from converters.safety import check_model_file, is_pickle
 from converters.spec import check_inputs, from_json, generate_inputs, to_json
 from gateway.core.datatypes import v2_datatype
 from gateway.core.types import TensorSpec
@@ -35,12 +36,21 @@ def detect_kind(path: Path) -> str:
         head = handle.read(8)
     if head == HDF5_MAGIC:
         return "keras"
+    if is_pickle(head):
+        check_model_file(path, "torch")  # refuses every bare pickle, with the reason
     if not zipfile.is_zipfile(path):
         raise BadInput(
             f"{path} is not a Keras (.keras/.h5), TorchScript (.pt) or torch.export (.pt2) file "
             "(it is not a zip or HDF5 archive: corrupt or truncated?)"
         )
     return _zip_kind(path)
+
+
+def detect_and_check(path: Path) -> str:
+    """:func:`detect_kind`, then the safety rule (:func:`converters.safety.check_model_file`)."""
+    kind = detect_kind(path)
+    check_model_file(path, kind)
+    return kind
 
 
 def _zip_kind(path: Path) -> str:
@@ -57,18 +67,23 @@ def _zip_kind(path: Path) -> str:
         return "torch_export"
     if any(n.endswith("data.pkl") for n in names):
         raise BadInput(
-            f"{path} is a torch.save checkpoint (pickled weights), not a model graph: load it into your nn.Module "
+            f"{path} is refused: it is a torch.save checkpoint (pickled weights; loading a pickle can run code), "
+            "not a model graph: load it into your nn.Module "
             "and use converters.api.convert_torch_module, or save it with torch.jit.save / torch.export.save"
         )
     raise BadInput(f"{path}: a zip archive that is neither a Keras, TorchScript nor torch.export model")
 
 
 def load_keras(path: Path) -> Any:
-    """The Keras model in ``path`` (.keras or legacy .h5), without its training config."""
+    """The Keras model in ``path`` (.keras or legacy .h5), without its training config.
+
+    The safety rule runs first, and Keras's own ``safe_mode`` stays on.
+    """
+    check_model_file(path, "keras")
     import keras
 
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
         raise BadInput(
             f"cannot load the Keras model {path}: {_first_line(exc)}. Custom layers must be importable and "
@@ -76,14 +91,26 @@ def load_keras(path: Path) -> Any:
         ) from None
 
 
+def load_exported_program(path: Path) -> Any:
+    """``torch.export.load`` of a .pt2, after the safety rule (the only way this package loads one)."""
+    check_model_file(path, "torch_export")
+    import torch
+
+    return torch.export.load(str(path))
+
+
 def load_torch(path: Path, kind: str) -> Any:
-    """A callable torch module: a ScriptModule for TorchScript, ``ExportedProgram.module()`` for .pt2."""
+    """A callable torch module: a ScriptModule for TorchScript, ``ExportedProgram.module()`` for .pt2.
+
+    The safety rule runs first: no pickle in the archive may reference anything but tensors.
+    """
+    check_model_file(path, kind)
     import torch
 
     try:
         if kind == "torchscript":
             return torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
-        return torch.export.load(str(path)).module()
+        return load_exported_program(path).module()
     except Exception as exc:
         raise BadInput(f"cannot load the {kind} model {path}: {_first_line(exc)}") from None
 
@@ -119,9 +146,7 @@ def torch_input_specs(path: Path, kind: str) -> list[TensorSpec] | None:
     """Inputs recorded in a .pt2 (symbolic dims -> -1); None for TorchScript, which stores no shapes."""
     if kind != "torch_export":
         return None
-    import torch
-
-    program = torch.export.load(str(path))
+    program = load_exported_program(path)
     user_inputs = set(program.graph_signature.user_inputs)
     specs = []
     for node in program.graph.nodes:
