@@ -2,10 +2,11 @@
 
 Every framework step runs in its own subprocess (:mod:`converters.isolation`); this
 module only moves files and numpy arrays. Stages are separate functions so the Python
-API and tests can run them one by one; :func:`run` chains them. Exit codes: 0 when every
-requested target passed and was published, 1 when some failed verification (the
-passing ones are still published), 2 (:class:`BadInput`) for anything the user must fix,
-in which case nothing is written to the repository.
+API and tests can run them one by one; :func:`run` chains them. Each target is converted
+and verified on its own. Exit codes: 0 when every requested target passed and was
+published, 1 when some failed to convert, to run or to verify (the passing ones are still
+published; the report says which failed and why), 2 (:class:`BadInput`) for bad arguments
+or an unusable source, in which case nothing is written to the repository.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from converters import targets as catalogue
+from converters.diagnose import Diagnosis, conversion_failure, dependency_failure, runtime_failure, source_failure
 from converters.errors import BadInput, StepFailed
 from converters.isolation import DEFAULT_TIMEOUT, onnx2tf_path, run_step
 from converters.profile import recommend, size_bytes
@@ -33,6 +35,10 @@ from gateway.core.errors import ConfigError
 from gateway.core.types import TensorSpec
 
 Log = Callable[[str], None]
+MISMATCH_ACTION = (
+    "the artifact's outputs differ from the source's beyond the tolerance, so it was not published; "
+    "widen --tolerance PREC=ATOL,RTOL only if that difference is acceptable"
+)
 DEFAULT_JOBS = 2
 
 
@@ -72,6 +78,8 @@ class Plan:
     labels: np.ndarray | None
     log: Log = _quiet
     methods: dict[str, str] = field(default_factory=dict)
+    #: Targets whose conversion failed (or whose input artifact did), with the reason.
+    failures: dict[str, Diagnosis] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:
@@ -108,7 +116,7 @@ def prepare(request: ConversionRequest, workdir: Path, log: Log = _quiet) -> Pla
     try:
         info = _inspect(request, kind, workdir)
     except StepFailed as exc:
-        raise BadInput(f"cannot load or run {request.source}: {exc.message}") from None
+        raise BadInput(source_failure(request.source, exc)) from None
     labels = load_labels(request.labels, int(info["count"])) if request.labels else None
     return Plan(request, kind, targets, workdir, info["inputs"], info["outputs"], int(info["count"]), labels, log)
 
@@ -130,25 +138,34 @@ def _inspect(request: ConversionRequest, kind: str, workdir: Path) -> dict[str, 
 
 
 def convert_all(plan: Plan) -> dict[str, Path]:
-    """Build every requested target and the intermediates it needs; BadInput names the one that failed.
+    """Build every requested target and the intermediates it needs; returns the ones that were built.
 
-    Targets whose input is ready are built concurrently (``request.jobs`` subprocesses).
+    Each target is converted on its own: a failure is recorded in ``plan.failures`` (with
+    its cause in our words) and only the targets built from it fail with it. Targets whose
+    input is ready are built concurrently (``request.jobs`` subprocesses).
     """
     built: dict[str, Path] = {}
     pending = catalogue.build_order(plan.targets, plan.kind)
     with ThreadPoolExecutor(max_workers=plan.request.jobs) as pool:
         while pending:
+            for target in pending:
+                needed = catalogue.recipe(target, plan.kind).requires
+                if needed is not None and needed in plan.failures:
+                    plan.failures[target] = dependency_failure(needed, plan.failures[needed])
+            pending = [t for t in pending if t not in plan.failures]
             ready = [t for t in pending if catalogue.recipe(t, plan.kind).requires in (None, *built)]
-            outcomes = list(pool.map(lambda target: _convert_one(plan, target, built), ready))
-            failures = [o for o in outcomes if isinstance(o, BadInput)]
-            if failures:
-                raise failures[0]
-            built.update({t: plan.artifact_path(t) for t in ready})
+            if not ready:
+                break
+            for target, failure in zip(ready, pool.map(lambda t: _convert_one(plan, t, built), ready), strict=True):
+                if failure is None:
+                    built[target] = plan.artifact_path(target)
+                else:
+                    plan.failures[target] = failure
             pending = [t for t in pending if t not in ready]
     return built
 
 
-def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> BadInput | None:
+def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> Diagnosis | None:
     recipe = catalogue.recipe(target, plan.kind)
     source = built[recipe.requires] if recipe.requires else plan.request.source.resolve()
     output = plan.artifact_path(target)
@@ -164,10 +181,7 @@ def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> BadInput | 
             recipe.step, kwargs, plan.workdir / "steps", timeout=plan.request.timeout, extra_path=extra, tag=target
         )
     except (BadInput, StepFailed) as exc:
-        return BadInput(
-            f"cannot convert {plan.request.source.name} to {target}: {exc.message}\n"
-            f"Nothing was published. Drop '{target}' from --to, or change the model (unsupported layer/op?)."
-        )
+        return conversion_failure(target, exc, plan.request.timeout)
     plan.methods[target] = str(answer.get("method", ""))
     return None
 
@@ -175,14 +189,24 @@ def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> BadInput | 
 def verify_all(plan: Plan, built: dict[str, Path]) -> list[ArtifactResult]:
     """Run each requested artifact in its runtime, compare with the source, profile it."""
     reference = dict(np.load(plan.workdir / "reference.npz"))
+    runnable = [t for t in plan.targets if t in built]
     with ThreadPoolExecutor(max_workers=plan.request.jobs) as pool:
-        results = list(pool.map(lambda t: _verify_one(plan, t, built[t], reference), plan.targets))
+        checked = pool.map(lambda t: _verify_one(plan, t, built[t], reference), runnable)
+        verified = dict(zip(runnable, checked, strict=True))
+    results = [verified[t] if t in verified else _not_built(plan, t) for t in plan.targets]
     fp32_sizes = {r.format: r.size_bytes for r in results if r.precision == "fp32" and r.size_bytes}
     for result in results:
         base = fp32_sizes.get(result.format)
         if base and result.size_bytes:
             result.compression_vs_fp32 = result.size_bytes / base
     return results
+
+
+def _not_built(plan: Plan, target: str) -> ArtifactResult:
+    spec = catalogue.TARGETS[target]
+    result = ArtifactResult(target, spec.format, spec.precision, spec.backend)
+    result.fail("convert", plan.failures[target])
+    return result
 
 
 def _verify_one(plan: Plan, target: str, artifact: Path, reference: dict[str, np.ndarray]) -> ArtifactResult:
@@ -207,7 +231,7 @@ def _verify_one(plan: Plan, target: str, artifact: Path, reference: dict[str, np
             tag=target,
         )
     except (BadInput, StepFailed) as exc:
-        result.reason = f"cannot run in its runtime: {exc.message}"
+        result.fail("run", runtime_failure(target, exc, plan.request.timeout))
         return result
     result.load_s, result.latency_b1_s, result.latency_b32_s = (
         answer["load_s"],
@@ -237,12 +261,15 @@ def _check(
         for name in plan.output_names:
             key = f"{batch}/{name}"
             if key not in produced:
-                result.reason = f"the artifact has no output {name!r} (it has {sorted(produced)})"
+                cause = f"the artifact has no output {name!r} (it has {sorted(produced)})"
+                result.fail("verify", Diagnosis(cause, "report this model: the converter lost an output"))
                 return
             result.checks.append(compare(name, batch, produced[key], reference[name][:batch], tolerance))
     failed = [c for c in result.checks if not c.passed]
     result.passed = not failed
-    result.reason = f"{failed[0].output} at batch {failed[0].batch}: {failed[0].reason}" if failed else ""
+    if failed:
+        cause = f"{failed[0].output} at batch {failed[0].batch}: {failed[0].reason}"
+        result.fail("verify", Diagnosis(cause, MISMATCH_ACTION))
     if plan.labels is not None:
         result.accuracy = accuracy(produced[f"{plan.count}/{plan.output_names[0]}"], plan.labels)
 

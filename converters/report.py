@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from converters.diagnose import Diagnosis
 from converters.verify import OutputCheck, Tolerance
 
 
@@ -29,9 +30,22 @@ class ArtifactResult:
     checks: list[OutputCheck] = field(default_factory=list)
     accuracy: float | None = None
     passed: bool = False
+    #: Where it failed: "convert", "run" (the runtime could not run it), "verify", "quantization"; "" if it passed.
+    stage: str = ""
+    #: The cause in our words, what to do, and the library's own one-line note (JSON only).
     reason: str = ""
+    action: str = ""
+    detail: str = ""
     published_version: int | None = None
     signature: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def fail(self, stage: str, diagnosis: Diagnosis) -> None:
+        """Mark the artifact failed at ``stage`` for ``diagnosis``."""
+        self.passed = False
+        self.stage = stage
+        self.reason = diagnosis.cause
+        self.action = diagnosis.action
+        self.detail = diagnosis.detail
 
     @property
     def servable(self) -> bool:
@@ -108,7 +122,7 @@ def to_markdown(report: ConversionReport) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in report.artifacts:
-        verdict = "pass" if a.passed else f"FAIL: {a.reason}"
+        verdict = "pass" if a.passed else f"FAIL ({a.stage}): {a.reason}"
         lines.append(
             f"| {a.target} | {verdict} | {a.published_version or '–'} | {_kb(a.size_bytes)} | "
             f"{_num(a.compression_vs_fp32, '.2f')} | {_ms(a.load_s)} | {_us(a.latency_b1_s)} | "
@@ -129,6 +143,10 @@ def to_markdown(report: ConversionReport) -> str:
                 f"{'yes' if c.within_tolerance else 'no'} | {c.non_finite} | {_num(c.top1_agreement, '.2%')} | "
                 f"{c.top1_ties} | {'pass' if c.passed else c.reason} |"
             )
+    failed = [a for a in report.artifacts if not a.passed]
+    if failed:
+        lines += ["", "## Failed targets (not published)", ""]
+        lines += [f"- **{a.target}** ({a.stage}): {a.reason}. What to do: {a.action}." for a in failed]
     tol = ", ".join(
         f"{k}: atol {v.atol:g}, rtol {v.rtol:g}, top-1 ≥ {v.min_top1:.0%}" for k, v in report.tolerances.items()
     )

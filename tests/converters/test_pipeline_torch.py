@@ -126,7 +126,9 @@ def test_nn_module_through_the_python_api(tmp_path: Path) -> None:
     assert [a.published_version for a in report.artifacts] == [1]
 
 
-def test_unsupported_op_is_bad_input_and_nothing_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unsupported_op_fails_that_target_only_and_publishes_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     from converters.torch2exportedprogram import export_module
@@ -139,12 +141,20 @@ def test_unsupported_op_is_bad_input_and_nothing_is_written(tmp_path: Path, caps
     source = tmp_path / "eigen.pt2"
     export_module(Eigen(), [TensorSpec("matrix", "FP32", (-1, 4, 4))], source)
     repo = tmp_path / "repo"
-    code = entry([str(source), "--name", "eigen", "--to", "onnx", "--model-repository", str(repo)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "cannot convert eigen.pt2 to onnx" in err
-    assert "Nothing was published" in err
-    assert not repo.exists()
+    code = entry([str(source), "--name", "eigen", "--to", "onnx,pt2,tflite", "--model-repository", str(repo), "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 1
+    onnx_result = next(a for a in report["artifacts"] if a["target"] == "onnx")
+    assert onnx_result["passed"] is False and onnx_result["stage"] == "convert"
+    assert "the onnx exporter could not convert this model" in onnx_result["reason"]
+    assert "drop 'onnx' from --to" in onnx_result["action"]
+    tflite = next(a for a in report["artifacts"] if a["target"] == "tflite")
+    assert tflite["stage"] == "convert" and tflite["reason"].startswith("it needs the onnx artifact: the onnx exporter")
+    assert "FAIL onnx" in captured.err and "Traceback" not in captured.err and "\x1b[" not in captured.err
+    assert published(repo, "eigen") == ["1"]
+    assert (repo / "eigen" / "1" / "model.pt2").exists()
+    assert "- **onnx** (convert): the onnx exporter" in (repo / "eigen" / "1" / "conversion-report.md").read_text()
 
 
 def test_perturbed_weights_fail_verification_and_are_not_published(

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from converters.diagnose import Diagnosis
 from converters.report import ArtifactResult, ConversionReport, summary_line, to_markdown
 from converters.verify import DEFAULT_TOLERANCES, compare
 
@@ -17,7 +18,7 @@ def sample_report() -> ConversionReport:
     good.checks.append(compare("probs", 3, reference, reference, DEFAULT_TOLERANCES["fp32"]))
     bad = ArtifactResult("tflite_fp16", "tflite", "fp16", "tflite", size_bytes=34_000, compression_vs_fp32=0.58)
     bad.checks.append(compare("probs", 3, reference + np.float32(np.nan), reference, DEFAULT_TOLERANCES["fp16"]))
-    bad.reason = "probs at batch 3: 9 NaN/Inf value(s)"
+    bad.fail("verify", Diagnosis("probs at batch 3: 9 NaN/Inf value(s)", "do not publish it"))
     return ConversionReport(
         name="digits", source="m.keras", source_kind="keras", inputs=[], outputs=[], sample_count=3,
         samples="s.npy", tolerances=dict(DEFAULT_TOLERANCES), artifacts=[good, bad], recommended="onnx", exit_code=1,
@@ -27,7 +28,7 @@ def sample_report() -> ConversionReport:
 def test_markdown_has_one_row_per_artifact_with_verdicts_and_figures() -> None:
     text = to_markdown(sample_report())
     assert "| onnx | pass | 4 | 58.6 KB | – | 10.0 ms | 20 µs | 90 µs |" in text
-    assert "| tflite_fp16 | FAIL: probs at batch 3: 9 NaN/Inf value(s) | – | 33.2 KB | 0.58 |" in text
+    assert "| tflite_fp16 | FAIL (verify): probs at batch 3: 9 NaN/Inf value(s) | – | 33.2 KB | 0.58 |" in text
     assert "Recommended (fastest passing, servable): **onnx**" in text
 
 
