@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from converters import quantization
 from converters import targets as catalogue
 from converters.diagnose import Diagnosis, conversion_failure, dependency_failure, runtime_failure, source_failure
 from converters.errors import BadInput, StepFailed
@@ -194,12 +195,24 @@ def verify_all(plan: Plan, built: dict[str, Path]) -> list[ArtifactResult]:
         checked = pool.map(lambda t: _verify_one(plan, t, built[t], reference), runnable)
         verified = dict(zip(runnable, checked, strict=True))
     results = [verified[t] if t in verified else _not_built(plan, t) for t in plan.targets]
-    fp32_sizes = {r.format: r.size_bytes for r in results if r.precision == "fp32" and r.size_bytes}
     for result in results:
-        base = fp32_sizes.get(result.format)
-        if base and result.size_bytes:
-            result.compression_vs_fp32 = result.size_bytes / base
+        _check_quantization(plan, result, built)
     return results
+
+
+def _check_quantization(plan: Plan, result: ArtifactResult, built: dict[str, Path]) -> None:
+    """Size versus the fp32 baseline, and a quantized label only for a file that is quantized and smaller."""
+    baseline = catalogue.recipe(result.target, plan.kind).baseline
+    if result.precision == "fp32":
+        result.compression_vs_fp32 = 1.0 if result.size_bytes else None
+    elif baseline in built and result.size_bytes:
+        result.compression_vs_fp32 = result.size_bytes / size_bytes(built[baseline])
+    if result.passed:
+        problem = quantization.check(
+            result.target, result.precision, result.quantized_tensors, result.compression_vs_fp32
+        )
+        if problem is not None:
+            result.fail("quantization", problem)
 
 
 def _not_built(plan: Plan, target: str) -> ArtifactResult:
@@ -239,6 +252,7 @@ def _verify_one(plan: Plan, target: str, artifact: Path, reference: dict[str, np
         answer["latency_b32_s"],
     )
     result.signature = _signature(answer["signature"], plan)
+    result.quantized_tensors = quantization.quantized_tensors(spec.precision, answer.get("tensor_dtypes"))
     produced = dict(np.load(outputs_path))
     _check(plan, result, produced, reference, [int(b) for b in answer["batches"]])
     return result

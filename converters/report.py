@@ -24,6 +24,8 @@ class ArtifactResult:
     method: str = ""
     size_bytes: int | None = None
     compression_vs_fp32: float | None = None
+    #: Weight tensors stored at the quantized dtype (float16 / int8); None for fp32 or formats that do not say.
+    quantized_tensors: int | None = None
     load_s: float | None = None
     latency_b1_s: float | None = None
     latency_b32_s: float | None = None

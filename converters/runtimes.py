@@ -92,6 +92,14 @@ class TFLiteRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: np.array(v) for k, v in self.runner(**feeds).items()}
 
+    def tensor_dtypes(self) -> dict[str, int]:
+        """How many tensors of each dtype the file holds (int8 / float16 ones are quantized weights)."""
+        counts: dict[str, int] = {}
+        for detail in self.interpreter.get_tensor_details():
+            name = np.dtype(detail["dtype"]).name
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
 
 class SavedModelRunner:
     """TensorFlow ``tf.saved_model.load`` + the ``serving_default`` signature."""
@@ -180,7 +188,8 @@ def run(fmt: str, artifact: str, inputs: str, output_names: list[str], output: s
     np.savez(output, **results)
     with exclusive(Path(lock)):
         latency = {f"latency_b{b}_s": _latency(runner, feeds, b) for b in BATCHES}
-    return {"signature": runner.signature(), "load_s": load_s, "batches": batches, **latency}
+    dtypes = runner.tensor_dtypes() if isinstance(runner, TFLiteRunner) else None
+    return {"signature": runner.signature(), "load_s": load_s, "batches": batches, "tensor_dtypes": dtypes, **latency}
 
 
 def _latency(runner: Runner, feeds: dict[str, np.ndarray], batch: int) -> float:
