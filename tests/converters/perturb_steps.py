@@ -22,8 +22,8 @@ def perturb_tflite(path: str, precision: str) -> dict[str, Any]:
     if precision == "int8":
         tensor.quantization.scale = np.asarray(tensor.quantization.scale, dtype=np.float32) * np.float32(1.01)
     else:
-        dtype = np.float32 if precision == "fp32" else np.float16
-        values = np.frombuffer(bytes(buffers[tensor.buffer].data), dtype=dtype) * 1.01
+        dtype = np.dtype(np.float32 if precision == "fp32" else np.float16)
+        values = np.frombuffer(bytes(buffers[tensor.buffer].data), dtype=dtype).astype(np.float64) * 1.01
         buffers[tensor.buffer].data = np.frombuffer(values.astype(dtype).tobytes(), dtype=np.uint8)
     flatbuffer_utils.write_model(model, path)
     return {"tensor": tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)}

@@ -97,7 +97,8 @@ def torch_models(folder: str) -> dict[str, Any]:
 
         def forward(self, sequence: torch.Tensor) -> torch.Tensor:
             out, _ = self.rnn(sequence)
-            return self.head(out[:, -1])
+            last: torch.Tensor = self.head(out[:, -1])
+            return last
 
     out = Path(folder)
     export_module(Mlp().eval(), [TensorSpec("features", "FP32", (-1, 5))], out / "mlp.pt2")
