@@ -30,7 +30,7 @@ from converters.publish import Publication, publish
 from converters.report import ArtifactResult, ConversionReport, summary_line, to_markdown
 from converters.sources import detect_and_check, load_labels
 from converters.spec import to_json
-from converters.verify import DEFAULT_TOLERANCES, Tolerance, accuracy, compare
+from converters.verify import DEFAULT_TOLERANCES, Tolerance, accuracy, compare, macro_f1
 from gateway.core.config import CONFIG_FILE, MODEL_NAME_PATTERN, TensorConfig, VersionConfig, load_model_config
 from gateway.core.errors import ConfigError
 from gateway.core.types import TensorSpec
@@ -264,6 +264,9 @@ def verify_artifact(
         answer["latency_b32_s"],
     )
     result.signature = _signature(answer["signature"], plan)
+    result.latency = {k: dict(v) for k, v in answer["latency"].items()}
+    result.peak_rss_bytes = int(answer["peak_rss_bytes"])
+    result.compression_vs_source = result.size_bytes / size_bytes(plan.request.source) if result.size_bytes else None
     result.quantized_tensors = quantization.quantized_tensors(spec.precision, answer.get("tensor_dtypes"))
     if compare_outputs:
         produced = dict(np.load(outputs_path))
@@ -303,7 +306,8 @@ def _check(
         cause = f"{failed[0].output} at batch {failed[0].batch}: {failed[0].reason}"
         result.fail("verify", Diagnosis(cause, MISMATCH_ACTION))
     if plan.labels is not None:
-        result.accuracy = accuracy(produced[f"{plan.count}/{plan.output_names[0]}"], plan.labels)
+        scores = produced[f"{plan.count}/{plan.output_names[0]}"]
+        result.accuracy, result.macro_f1 = accuracy(scores, plan.labels), macro_f1(scores, plan.labels)
 
 
 def version_config(plan: Plan, result: ArtifactResult) -> VersionConfig:
@@ -336,10 +340,11 @@ def build_report(plan: Plan, results: list[ArtifactResult]) -> ConversionReport:
         samples=str(plan.request.samples) if plan.request.samples else "generated from the input spec (seed 0)",
         tolerances=plan.request.tolerances,
         artifacts=results,
+        source_size_bytes=size_bytes(plan.request.source),
     )
     if plan.labels is not None:
         scores = np.load(plan.workdir / "reference.npz")[plan.output_names[0]]
-        report.source_accuracy = accuracy(scores, plan.labels)
+        report.source_accuracy, report.source_macro_f1 = accuracy(scores, plan.labels), macro_f1(scores, plan.labels)
     report.recommended = recommend([{**r.to_dict(), "servable": r.servable} for r in results])
     report.exit_code = 0 if all(r.passed for r in results) else 1
     return report

@@ -3,7 +3,7 @@
 Each format has a small runner that loads the artifact, reports the signature the
 artifact itself declares (the names a server will see) and maps named numpy inputs to
 named numpy outputs. :func:`run` is the verification step: it executes in a subprocess,
-runs batch 1, 32 and N, and profiles load time and latency. All runtimes use one thread
+runs batch 1, 32 and N, and profiles load time, latency percentiles and peak memory. All runtimes use one thread
 so their latencies compare fairly.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from converters.profile import exclusive, median_latency, timed
+from converters.profile import exclusive, latency_samples, latency_stats, peak_rss_bytes, timed
 from gateway.core.datatypes import v2_datatype
 
 BATCHES = (1, 32)
@@ -187,14 +187,22 @@ def run(fmt: str, artifact: str, inputs: str, output_names: list[str], output: s
         results.update({f"{batch}/{k}": v for k, v in produced.items()})
     np.savez(output, **results)
     with exclusive(Path(lock)):
-        latency = {f"latency_b{b}_s": _latency(runner, feeds, b) for b in BATCHES}
+        latency = {str(b): _latency(runner, feeds, b) for b in BATCHES}
     dtypes = runner.tensor_dtypes() if isinstance(runner, TFLiteRunner) else None
-    return {"signature": runner.signature(), "load_s": load_s, "batches": batches, "tensor_dtypes": dtypes, **latency}
+    return {
+        "signature": runner.signature(),
+        "load_s": load_s,
+        "batches": batches,
+        "tensor_dtypes": dtypes,
+        "latency": latency,
+        **{f"latency_b{b}_s": latency[str(b)]["p50_s"] for b in BATCHES},
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
 
 
-def _latency(runner: Runner, feeds: dict[str, np.ndarray], batch: int) -> float:
+def _latency(runner: Runner, feeds: dict[str, np.ndarray], batch: int) -> dict[str, float]:
     batch_feeds = {k: _rows(v, batch) for k, v in feeds.items()}
-    return median_latency(lambda: runner(batch_feeds))
+    return latency_stats(latency_samples(lambda: runner(batch_feeds)), batch)
 
 
 def _rows(array: np.ndarray, count: int) -> np.ndarray:

@@ -63,6 +63,14 @@ def test_every_torch_target_converts_verifies_and_is_published(
         assert artifact["signature"]["inputs"][0]["shape"] == [-1, 1, 8, 8], artifact["target"]
         assert artifact["signature"]["outputs"][0]["name"] == "probs", artifact["target"]
         assert artifact["accuracy"] == pytest.approx(report["source_accuracy"], abs=0.01)
+        assert artifact["macro_f1"] == pytest.approx(report["source_macro_f1"], abs=0.02)
+        for batch in ("1", "32"):
+            stats = artifact["latency"][batch]
+            assert 0 < stats["p50_s"] <= stats["p95_s"] <= stats["p99_s"], artifact["target"]
+            assert stats["samples_per_s"] == pytest.approx(int(batch) / stats["p50_s"])
+        assert artifact["peak_rss_bytes"] > 50 * 2**20
+        assert artifact["compression_vs_source"] == pytest.approx(artifact["size_bytes"] / report["source_size_bytes"])
+        assert artifact["compression_vs_fp32"] is not None
 
 
 def test_torchscript_source_needs_and_uses_an_input_spec(
