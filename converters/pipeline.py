@@ -81,6 +81,11 @@ class Plan:
     methods: dict[str, str] = field(default_factory=dict)
     #: Targets whose conversion failed (or whose input artifact did), with the reason.
     failures: dict[str, Diagnosis] = field(default_factory=dict)
+    #: Recurrent ops (lstm, gru, ...) in a PyTorch source; targets this model cannot have.
+    recurrent: list[str] = field(default_factory=list)
+    unsupported: set[str] = field(default_factory=set)
+    #: Targets published with a fixed batch size (their artifact is only correct at that batch).
+    pinned: dict[str, int] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:
@@ -119,7 +124,29 @@ def prepare(request: ConversionRequest, workdir: Path, log: Log = _quiet) -> Pla
     except StepFailed as exc:
         raise BadInput(source_failure(request.source, exc)) from None
     labels = load_labels(request.labels, int(info["count"])) if request.labels else None
-    return Plan(request, kind, targets, workdir, info["inputs"], info["outputs"], int(info["count"]), labels, log)
+    plan = Plan(request, kind, targets, workdir, info["inputs"], info["outputs"], int(info["count"]), labels, log)
+    plan.recurrent = list(info.get("recurrent") or [])
+    _plan_recurrent(plan)
+    return plan
+
+
+def _plan_recurrent(plan: Plan) -> None:
+    """PyTorch LSTM/GRU: no SavedModel/TFLite (onnx2tf fails on them); TorchScript pinned to batch 1."""
+    if not plan.recurrent or catalogue.FAMILIES[plan.kind] != "torch":
+        return
+    layers = "/".join(op.upper() for op in plan.recurrent)
+    for target in catalogue.build_order(plan.targets, plan.kind):
+        if catalogue.TARGETS[target].format in ("savedmodel", "tflite"):
+            plan.unsupported.add(target)
+            plan.failures[target] = Diagnosis(
+                f"not supported for this model: PyTorch {layers} layers cannot be converted to SavedModel/TFLite here "
+                "(onnx2tf fails on recurrent layers), so it was not attempted",
+                "use the onnx or torchscript target, or build the model in Keras (TensorFlow converts Keras "
+                "LSTM/GRU layers to TFLite itself)",
+            )
+    if plan.kind == "torch_export" and "torchscript" in plan.targets:
+        plan.pinned["torchscript"] = 1
+        plan.log(f"torchscript: traced and published at batch 1 only ({layers}: a trace fixes the batch size)")
 
 
 def _inspect(request: ConversionRequest, kind: str, workdir: Path) -> dict[str, Any]:
@@ -172,10 +199,12 @@ def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> Diagnosis |
     output = plan.artifact_path(target)
     output.parent.mkdir(parents=True, exist_ok=True)
     plan.log(f"converting to {target} ...")
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "source": str(source), "source_kind": plan.kind, "output": str(output), "inputs": plan.inputs,
         "output_names": plan.output_names, "precision": catalogue.TARGETS[target].precision,
     }  # fmt: skip
+    if target in plan.pinned:
+        kwargs["trace_batch"] = plan.pinned[target]
     extra = [onnx2tf_path()] if recipe.uses_onnx2tf else []
     try:
         answer = run_step(
@@ -218,7 +247,7 @@ def check_quantization(plan: Plan, result: ArtifactResult, built: dict[str, Path
 def _not_built(plan: Plan, target: str) -> ArtifactResult:
     spec = catalogue.TARGETS[target]
     result = ArtifactResult(target, spec.format, spec.precision, spec.backend)
-    result.fail("convert", plan.failures[target])
+    result.fail("unsupported" if target in plan.unsupported else "convert", plan.failures[target])
     return result
 
 
@@ -250,6 +279,7 @@ def verify_artifact(
                 "output_names": plan.output_names,
                 "output": str(outputs_path),
                 "lock": str(plan.workdir / "profile.lock"),
+                "max_batch": plan.pinned.get(target),
             },
             plan.workdir / "steps",
             timeout=plan.request.timeout,
@@ -263,7 +293,7 @@ def verify_artifact(
         answer["latency_b1_s"],
         answer["latency_b32_s"],
     )
-    result.signature = _signature(answer["signature"], plan)
+    result.signature = _signature(answer["signature"], plan, plan.pinned.get(target))
     result.latency = {k: dict(v) for k, v in answer["latency"].items()}
     result.peak_rss_bytes = int(answer["peak_rss_bytes"])
     result.compression_vs_source = result.size_bytes / size_bytes(plan.request.source) if result.size_bytes else None
@@ -279,9 +309,17 @@ def outputs_file(plan: Plan, tag: str) -> Path:
     return plan.workdir / f"{tag}.outputs.npz"
 
 
-def _signature(found: dict[str, list[dict[str, Any]]], plan: Plan) -> dict[str, list[dict[str, Any]]]:
-    """The artifact's own signature; formats without one (TorchScript, .pt2) take the source's."""
-    return {"inputs": found["inputs"] or plan.inputs, "outputs": found["outputs"] or plan.outputs}
+def _signature(
+    found: dict[str, list[dict[str, Any]]], plan: Plan, batch: int | None
+) -> dict[str, list[dict[str, Any]]]:
+    """The artifact's own signature; formats without one (TorchScript, .pt2) take the source's.
+
+    A pinned batch replaces the dynamic batch dimension, so the gateway refuses other sizes.
+    """
+    signature = {"inputs": found["inputs"] or plan.inputs, "outputs": found["outputs"] or plan.outputs}
+    if batch is None:
+        return signature
+    return {k: [{**t, "shape": [batch, *t["shape"][1:]]} for t in v] for k, v in signature.items()}
 
 
 def _check(

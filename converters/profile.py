@@ -87,5 +87,5 @@ def recommend(candidates: list[dict[str, Any]]) -> str | None:
     usable = [c for c in candidates if c["passed"] and c["servable"] and c.get("latency_b1_s") is not None]
     if not usable:
         return None
-    best = min(usable, key=lambda c: (c["latency_b1_s"], c["latency_b32_s"]))
+    best = min(usable, key=lambda c: (c["latency_b1_s"], c["latency_b32_s"] or float("inf")))
     return str(best["target"])

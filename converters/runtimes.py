@@ -145,7 +145,10 @@ class TorchRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.torch.no_grad():
             result = self.module(*(self.torch.from_numpy(feeds[n]) for n in self.input_names))
-        values = result if isinstance(result, list | tuple) else [result]
+        if isinstance(result, dict):
+            values = list(result.values())
+        else:
+            values = list(result) if isinstance(result, list | tuple) else [result]
         return {n: v.numpy() for n, v in zip(self.output_names, values, strict=True)}
 
 
@@ -168,26 +171,31 @@ def open_runner(fmt: str, path: Path, input_names: list[str], output_names: list
     return TorchRunner(path, input_names, output_names, exported=fmt == "pt2")
 
 
-def run(fmt: str, artifact: str, inputs: str, output_names: list[str], output: str, lock: str) -> dict[str, Any]:
+def run(
+    fmt: str, artifact: str, inputs: str, output_names: list[str], output: str, lock: str, max_batch: int | None = None
+) -> dict[str, Any]:
     """Step (subprocess): run ``artifact`` on batch 1, 32 and N of ``inputs`` (.npz); profile it.
 
     Outputs go to ``output`` (.npz, keys ``<batch>/<output name>``); the return value has
-    the artifact's signature, load time and median batch-1 / batch-32 latencies, timed
-    while holding ``lock`` so that concurrent verification steps do not skew each other.
+    the artifact's signature, load time, latency percentiles at batch 1 and 32 and peak
+    memory, timed while holding ``lock`` so that concurrent verification steps do not skew
+    each other. An artifact pinned to ``max_batch`` runs in chunks of that size (batch N is
+    all samples, ``max_batch`` at a time) and is timed only at batches it accepts.
     """
     feeds = dict(np.load(inputs))
     names = list(feeds)
     import_runtime(fmt)
     runner, load_s = timed(lambda: open_runner(fmt, Path(artifact), names, output_names))
     total = len(next(iter(feeds.values())))
-    batches = sorted({min(b, total) for b in BATCHES} | {total})
+    batches = sorted({min(b, total) for b in BATCHES if max_batch is None or b <= max_batch} | {total})
     results: dict[str, Any] = {}
     for batch in batches:
-        produced = runner({k: v[:batch] for k, v in feeds.items()})
+        produced = _chunked(runner, {k: v[:batch] for k, v in feeds.items()}, max_batch or batch)
         results.update({f"{batch}/{k}": v for k, v in produced.items()})
     np.savez(output, **results)
+    timed_batches = [b for b in BATCHES if max_batch is None or b <= max_batch]
     with exclusive(Path(lock)):
-        latency = {str(b): _latency(runner, feeds, b) for b in BATCHES}
+        latency = {str(b): _latency(runner, feeds, b) for b in timed_batches}
     dtypes = runner.tensor_dtypes() if isinstance(runner, TFLiteRunner) else None
     return {
         "signature": runner.signature(),
@@ -195,9 +203,16 @@ def run(fmt: str, artifact: str, inputs: str, output_names: list[str], output: s
         "batches": batches,
         "tensor_dtypes": dtypes,
         "latency": latency,
-        **{f"latency_b{b}_s": latency[str(b)]["p50_s"] for b in BATCHES},
+        **{f"latency_b{b}_s": latency[str(b)]["p50_s"] if str(b) in latency else None for b in BATCHES},
         "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def _chunked(runner: Runner, feeds: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """The runner's outputs on ``feeds``, computed ``size`` rows at a time and concatenated."""
+    total = len(next(iter(feeds.values())))
+    parts = [runner({k: v[start : start + size] for k, v in feeds.items()}) for start in range(0, total, size)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _latency(runner: Runner, feeds: dict[str, np.ndarray], batch: int) -> dict[str, float]:

@@ -251,8 +251,8 @@ def inspect(
         specs = reconcile_specs(found, given, f"{path} (TorchScript)")
         default_names = []
     inputs = load_samples(Path(samples), specs) if samples else generate_inputs(specs, GENERATED_COUNT)
-    outputs = run_source(model, kind, specs, inputs)
-    names = output_names or default_names or [f"output_{i}" for i in range(len(outputs))]
+    keys, outputs = run_source(model, kind, specs, inputs)
+    names = output_names or default_names or keys or [f"output_{i}" for i in range(len(outputs))]
     if len(names) != len(outputs):
         raise BadInput(f"--output-names: the model has {len(outputs)} output(s), {len(names)} name(s) were given")
     ordered: dict[str, Any] = {s.name: inputs[s.name] for s in specs}
@@ -260,25 +260,56 @@ def inspect(
     np.savez(Path(workdir) / "inputs.npz", **ordered)
     np.savez(Path(workdir) / "reference.npz", **reference)
     out_specs = [TensorSpec(n, v2_datatype(o.dtype), (-1, *o.shape[1:])) for n, o in zip(names, outputs, strict=True)]
-    return {"inputs": to_json(specs), "outputs": to_json(out_specs), "count": len(next(iter(inputs.values())))}
+    return {
+        "inputs": to_json(specs),
+        "outputs": to_json(out_specs),
+        "count": len(next(iter(inputs.values()))),
+        "recurrent": recurrent_ops(model, kind),
+    }
 
 
-def run_source(model: Any, kind: str, specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The source model's outputs on ``inputs`` (the reference every artifact is compared with)."""
+#: Recurrent layers: onnx2tf cannot convert them, and a trace fixes their batch size.
+RECURRENT_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def recurrent_ops(model: Any, kind: str) -> list[str]:
+    """The recurrent ops (LSTM, GRU, RNN) in a PyTorch model's graph; [] for Keras (TF converts its own)."""
+    if kind == "keras":
+        return []
+    text = str(model.graph) if kind == "torch_export" else str(model.inlined_graph)
+    return [op for op in RECURRENT_OPS if f"aten.{op}" in text or f"aten::{op}" in text]
+
+
+def _flatten(result: Any) -> tuple[list[str], list[Any]]:
+    """Output names (dict keys, else none) and values of a model's result: a tensor, tuple, list or dict."""
+    if isinstance(result, dict):
+        return [str(k) for k in result], list(result.values())
+    if isinstance(result, list | tuple):
+        return [], list(result)
+    return [], [result]
+
+
+def run_source(
+    model: Any, kind: str, specs: list[TensorSpec], inputs: dict[str, np.ndarray]
+) -> tuple[list[str], list[np.ndarray]]:
+    """The source model's output names (when it returns a dict) and outputs on ``inputs`` (the reference)."""
     ordered = [inputs[s.name] for s in specs]
     try:
         if kind == "keras":
             result = model(ordered if len(ordered) > 1 else ordered[0], training=False)
-            values = result if isinstance(result, list | tuple) else [result]
-            return [np.asarray(v) for v in values]
+            keys, values = _flatten(result)
+            return keys, [np.asarray(v) for v in values]
         import torch
 
         with torch.no_grad():
             result = model(*(torch.from_numpy(a) for a in ordered))
-        values = result if isinstance(result, list | tuple) else [result]
-        return [v.detach().numpy() for v in values]
     except Exception as exc:
         shapes = {s.name: list(inputs[s.name].shape) for s in specs}
         raise BadInput(
             f"the source model fails on inputs {shapes}: {_first_line(exc)}; check --input-spec / --samples"
         ) from None
+    keys, values = _flatten(result)
+    if not all(isinstance(v, torch.Tensor) for v in values):
+        kinds = sorted({type(v).__name__ for v in values})
+        raise BadInput(f"the model returns {kinds}: outputs must be tensors (one, a tuple, a list or a dict of them)")
+    return keys, [v.detach().numpy() for v in values]

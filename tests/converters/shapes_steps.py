@@ -73,12 +73,13 @@ def torch_models(folder: str) -> dict[str, Any]:
     class TwoInTuple(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.image = nn.Conv2d(1, 2, 3)
-            self.meta = nn.Linear(3, 4)
+            # Submodules not named like the inputs: torch.export.load trips over `meta` vs `meta.weight`.
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.dense = nn.Linear(3, 4)
 
         def forward(self, image: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            pooled = self.image(image).mean(dim=(2, 3))
-            return torch.softmax(self.meta(meta), dim=1), pooled
+            pooled = self.conv(image).mean(dim=(2, 3))
+            return torch.softmax(self.dense(meta), dim=1), pooled
 
     class DictOut(nn.Module):
         def __init__(self) -> None:
