@@ -178,7 +178,7 @@ def convert_all(plan: Plan) -> dict[str, Path]:
         while pending:
             for target in pending:
                 needed = catalogue.recipe(target, plan.kind).requires
-                if needed is not None and needed in plan.failures:
+                if needed is not None and needed in plan.failures and target not in plan.failures:
                     plan.failures[target] = dependency_failure(needed, plan.failures[needed])
             pending = [t for t in pending if t not in plan.failures]
             ready = [t for t in pending if catalogue.recipe(t, plan.kind).requires in (None, *built)]
