@@ -131,3 +131,20 @@ def test_recurrent_torch_model(
     config = (repo / model / str(torchscript["published_version"]) / CONFIG_FILE).read_text()
     assert "- 1\n" in config or "[1, 7, 3]" in config
     assert "Traceback" not in err and "exit code -11" not in err
+
+
+def test_keras_uint8_images_with_rescaling_batchnorm_and_dropout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uint8 input end to end; BatchNorm and Dropout must run in inference mode in every artifact."""
+    source, samples = tmp_path / "u8.keras", tmp_path / "u8.npy"
+    run_step("tests.converters.shapes_steps:keras_uint8_bn_dropout", {"path": str(source), "samples": str(samples)},
+             tmp_path / "steps")  # fmt: skip
+    repo = tmp_path / "repo"
+    code, report, err = convert(capsys, str(source), "--name", "u8", "--to", "onnx,savedmodel,tflite",
+                                "--model-repository", str(repo), "--samples", str(samples))  # fmt: skip
+    assert code == 0, err
+    assert report["inputs"] == [{"name": "pixels", "datatype": "UINT8", "shape": [-1, 8, 8, 1]}]
+    for target, result in artifacts(report).items():
+        assert result["passed"], (target, result["reason"])
+        assert result["signature"]["inputs"][0]["datatype"] == "UINT8", target
