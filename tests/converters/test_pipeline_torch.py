@@ -199,7 +199,7 @@ def test_perturbed_weights_fail_verification_and_are_not_published(
     assert torchscript_result.passed and torchscript_result.published_version == 1
     assert published(repo, "digits") == ["1"]
     assert load_model_config(repo / "digits" / CONFIG_FILE).labels == {"torchscript": 1}
-    assert "FAIL: probs at batch 1" in (repo / "digits" / "1" / "conversion-report.md").read_text()
+    assert "FAIL (verify): probs at batch 1" in (repo / "digits" / "1" / "conversion-report.md").read_text()
 
 
 def test_bad_input_from_the_api_is_an_exception(tmp_path: Path) -> None:
