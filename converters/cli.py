@@ -1,9 +1,9 @@
 """``modelgate convert``: one command from a trained model to verified, published versions.
 
 ``register(subparsers)`` is what ``gateway/cli.py`` mounts; ``python -m converters``
-runs the same command stand-alone. Exit codes: 0 all requested targets passed and were
-published, 1 some failed verification (the others were published), 2 bad input
-(nothing written).
+runs the same command stand-alone (``python -m converters verify ...`` the verify command).
+Exit codes: 0 all requested targets passed and were published, 1 some failed (the others
+were published), 2 bad input (nothing written). ``verify``: 0 pass, 1 mismatch, 2 bad input.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 from converters.errors import BadInput
 from converters.isolation import DEFAULT_TIMEOUT
+from converters.report import summary_line
 from converters.targets import TARGETS
-from converters.verify import DEFAULT_TOLERANCES, parse_tolerance
+from converters.verify import DEFAULT_TOLERANCES, Tolerance, parse_tolerance
 
 EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -51,11 +52,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
 
 
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``verify`` options."""
+    parser.add_argument("version_dir", type=Path, help="a published version: MODEL_REPOSITORY/MODEL/VERSION")
+    parser.add_argument("--source", type=Path, required=True, help="the model file the version was converted from")
+    parser.add_argument("--samples", type=Path, help="validation inputs (.npy, or .npz keyed by input name)")
+    parser.add_argument("--labels", type=Path, help="integer class labels (.npy), one per sample")
+    parser.add_argument(
+        "--tolerance",
+        action="append",
+        metavar="PREC=ATOL,RTOL[,MIN_TOP1]",
+        help="override a precision's tolerance (default: the ones the version was published with)",
+    )
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per step")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``convert`` to the gateway's CLI."""
+    """Add ``convert`` and ``verify`` to the gateway's CLI."""
     parser = subparsers.add_parser("convert", help="convert, verify and publish a Keras or PyTorch model")
     add_arguments(parser)
     parser.set_defaults(func=main)
+    checker = subparsers.add_parser("verify", help="re-run a published version's numerical checks against its source")
+    add_verify_arguments(checker)
+    checker.set_defaults(func=verify_main)
+
+
+def _tolerances(texts: list[str] | None) -> dict[str, Tolerance]:
+    tolerances: dict[str, Tolerance] = {}
+    for text in texts or []:
+        try:
+            precision, tolerance = parse_tolerance(text)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        tolerances[precision] = tolerance
+    return tolerances
+
+
+def verify_main(args: argparse.Namespace) -> int:
+    """``modelgate verify``: print the same table as ``convert``; exit 0 pass, 1 mismatch, 2 bad input."""
+    from converters.recheck import VerifyRequest, reverify
+    from converters.report import to_markdown
+
+    try:
+        if args.timeout <= 0:
+            raise BadInput("--timeout must be positive")
+        for option, path in (("--samples", args.samples), ("--labels", args.labels)):
+            if path is not None and not path.is_file():
+                raise BadInput(f"{option} {path}: no such file")
+        request = VerifyRequest(args.version_dir, args.source, args.samples, args.labels,
+                                _tolerances(args.tolerance), args.timeout)  # fmt: skip
+        report = reverify(request, lambda line: print(line, file=sys.stderr, flush=True))
+    except BadInput as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(report.to_dict(), indent=2) if args.json else to_markdown(report))
+    for artifact in report.artifacts:
+        print(summary_line(artifact), file=sys.stderr)
+    return report.exit_code
 
 
 def build_request(args: argparse.Namespace) -> Any:
@@ -63,13 +117,7 @@ def build_request(args: argparse.Namespace) -> Any:
     from converters.pipeline import ConversionRequest
     from converters.spec import parse_input_spec
 
-    tolerances = dict(DEFAULT_TOLERANCES)
-    for text in args.tolerance or []:
-        try:
-            precision, tolerance = parse_tolerance(text)
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-        tolerances[precision] = tolerance
+    tolerances = {**DEFAULT_TOLERANCES, **_tolerances(args.tolerance)}
     if args.timeout <= 0:
         raise BadInput("--timeout must be positive")
     if args.jobs < 1:

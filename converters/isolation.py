@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def _resolve(step: str) -> Callable[..., dict[str, Any]]:
 
 def short_error(exc: BaseException) -> str:
     """``Type: first meaningful lines`` of an exception, without ANSI colours or huge dumps."""
-    text = str(exc).replace("\x1b[96m", "").replace("\x1b[0m", "")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(exc))
     lines = [line for line in text.splitlines() if line.strip()][:6]
     cause = exc.__cause__
     if cause is not None and cause is not exc:

@@ -4,7 +4,8 @@ onnx2tf is installed with ``pip install --no-deps --target .venv/onnx2tf`` becau
 pins (tensorflow 2.19, numpy 1.26, ...) would wreck the TF 2.21 stack; the step runs in a
 subprocess with that folder on ``PYTHONPATH``. onnx2tf overwrites its input file, so it
 converts a copy. Inputs stay NCHW (as the PyTorch source takes them) instead of onnx2tf's
-default NHWC, and the signature is re-saved with the source's output names (onnx2tf
+default NHWC (onnx2tf's option only takes 3-D to 5-D inputs, so 2-D ones are left out of it), and
+the signature is re-saved with the source's output names (onnx2tf
 names them ``output_0``...).
 """
 
@@ -16,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from converters.errors import BadInput
+
+
+def kept_layout_inputs(inputs: list[dict[str, Any]]) -> list[str]:
+    """Inputs whose layout onnx2tf must keep: every 3-D to 5-D input (the only ranks its option accepts).
+
+    2-D inputs ([batch, features]) have no layout to change; onnx2tf rejects them in that list.
+    """
+    return [i["name"] for i in inputs if 3 <= len(i["shape"]) <= 5]
 
 
 def convert(
@@ -38,7 +47,7 @@ def convert(
             output_folder_path=str(converted),
             output_signaturedefs=True,
             non_verbose=True,
-            keep_ncw_or_nchw_or_ncdhw_input_names=[i["name"] for i in inputs],
+            keep_ncw_or_nchw_or_ncdhw_input_names=kept_layout_inputs(inputs) or None,
         )
         _rename_outputs(converted, Path(output), output_names)
     return {"method": "onnx2tf.convert (NCHW inputs kept) + signature re-saved with the source's names"}

@@ -2,10 +2,11 @@
 
 Every framework step runs in its own subprocess (:mod:`converters.isolation`); this
 module only moves files and numpy arrays. Stages are separate functions so the Python
-API and tests can run them one by one; :func:`run` chains them. Exit codes: 0 when every
-requested target passed and was published, 1 when some failed verification (the
-passing ones are still published), 2 (:class:`BadInput`) for anything the user must fix,
-in which case nothing is written to the repository.
+API and tests can run them one by one; :func:`run` chains them. Each target is converted
+and verified on its own. Exit codes: 0 when every requested target passed and was
+published, 1 when some failed to convert, to run or to verify (the passing ones are still
+published; the report says which failed and why), 2 (:class:`BadInput`) for bad arguments
+or an unusable source, in which case nothing is written to the repository.
 """
 
 from __future__ import annotations
@@ -19,20 +20,26 @@ from typing import Any
 
 import numpy as np
 
+from converters import quantization
 from converters import targets as catalogue
+from converters.diagnose import Diagnosis, conversion_failure, dependency_failure, runtime_failure, source_failure
 from converters.errors import BadInput, StepFailed
 from converters.isolation import DEFAULT_TIMEOUT, onnx2tf_path, run_step
 from converters.profile import recommend, size_bytes
 from converters.publish import Publication, publish
 from converters.report import ArtifactResult, ConversionReport, summary_line, to_markdown
-from converters.sources import detect_kind, load_labels
+from converters.sources import detect_and_check, load_labels
 from converters.spec import to_json
-from converters.verify import DEFAULT_TOLERANCES, Tolerance, accuracy, compare
+from converters.verify import DEFAULT_TOLERANCES, Tolerance, accuracy, compare, macro_f1
 from gateway.core.config import CONFIG_FILE, MODEL_NAME_PATTERN, TensorConfig, VersionConfig, load_model_config
 from gateway.core.errors import ConfigError
 from gateway.core.types import TensorSpec
 
 Log = Callable[[str], None]
+MISMATCH_ACTION = (
+    "the artifact's outputs differ from the source's beyond the tolerance, so it was not published; "
+    "widen --tolerance PREC=ATOL,RTOL only if that difference is acceptable"
+)
 DEFAULT_JOBS = 2
 
 
@@ -72,6 +79,13 @@ class Plan:
     labels: np.ndarray | None
     log: Log = _quiet
     methods: dict[str, str] = field(default_factory=dict)
+    #: Targets whose conversion failed (or whose input artifact did), with the reason.
+    failures: dict[str, Diagnosis] = field(default_factory=dict)
+    #: Recurrent ops (lstm, gru, ...) in a PyTorch source; targets this model cannot have.
+    recurrent: list[str] = field(default_factory=list)
+    unsupported: set[str] = field(default_factory=set)
+    #: Targets published with a fixed batch size (their artifact is only correct at that batch).
+    pinned: dict[str, int] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:
@@ -85,7 +99,7 @@ def validate_request(request: ConversionRequest) -> tuple[str, list[str]]:
     """Checks that need no framework: name, source file, targets, existing model config."""
     if not MODEL_NAME_PATTERN.match(request.name):
         raise BadInput(f"--name {request.name!r}: use letters, digits, '_', '.', '-' (max 128), starting alnum")
-    kind = detect_kind(request.source)
+    kind = detect_and_check(request.source)
     targets = catalogue.parse_targets(request.targets, kind)
     for option, path in (("--samples", request.samples), ("--labels", request.labels)):
         if path is not None and not path.is_file():
@@ -108,9 +122,31 @@ def prepare(request: ConversionRequest, workdir: Path, log: Log = _quiet) -> Pla
     try:
         info = _inspect(request, kind, workdir)
     except StepFailed as exc:
-        raise BadInput(f"cannot load or run {request.source}: {exc.message}") from None
+        raise BadInput(source_failure(request.source, exc)) from None
     labels = load_labels(request.labels, int(info["count"])) if request.labels else None
-    return Plan(request, kind, targets, workdir, info["inputs"], info["outputs"], int(info["count"]), labels, log)
+    plan = Plan(request, kind, targets, workdir, info["inputs"], info["outputs"], int(info["count"]), labels, log)
+    plan.recurrent = list(info.get("recurrent") or [])
+    _plan_recurrent(plan)
+    return plan
+
+
+def _plan_recurrent(plan: Plan) -> None:
+    """PyTorch LSTM/GRU: no SavedModel/TFLite (onnx2tf fails on them); TorchScript pinned to batch 1."""
+    if not plan.recurrent or catalogue.FAMILIES[plan.kind] != "torch":
+        return
+    layers = "/".join(op.upper() for op in plan.recurrent)
+    for target in catalogue.build_order(plan.targets, plan.kind):
+        if catalogue.TARGETS[target].format in ("savedmodel", "tflite"):
+            plan.unsupported.add(target)
+            plan.failures[target] = Diagnosis(
+                f"not supported for this model: PyTorch {layers} layers cannot be converted to SavedModel/TFLite here "
+                "(onnx2tf fails on recurrent layers), so it was not attempted",
+                "use the onnx or torchscript target, or build the model in Keras (TensorFlow converts Keras "
+                "LSTM/GRU layers to TFLite itself)",
+            )
+    if plan.kind == "torch_export" and "torchscript" in plan.targets:
+        plan.pinned["torchscript"] = 1
+        plan.log(f"torchscript: traced and published at batch 1 only ({layers}: a trace fixes the batch size)")
 
 
 def _inspect(request: ConversionRequest, kind: str, workdir: Path) -> dict[str, Any]:
@@ -130,44 +166,52 @@ def _inspect(request: ConversionRequest, kind: str, workdir: Path) -> dict[str, 
 
 
 def convert_all(plan: Plan) -> dict[str, Path]:
-    """Build every requested target and the intermediates it needs; BadInput names the one that failed.
+    """Build every requested target and the intermediates it needs; returns the ones that were built.
 
-    Targets whose input is ready are built concurrently (``request.jobs`` subprocesses).
+    Each target is converted on its own: a failure is recorded in ``plan.failures`` (with
+    its cause in our words) and only the targets built from it fail with it. Targets whose
+    input is ready are built concurrently (``request.jobs`` subprocesses).
     """
     built: dict[str, Path] = {}
     pending = catalogue.build_order(plan.targets, plan.kind)
     with ThreadPoolExecutor(max_workers=plan.request.jobs) as pool:
         while pending:
+            for target in pending:
+                needed = catalogue.recipe(target, plan.kind).requires
+                if needed is not None and needed in plan.failures and target not in plan.failures:
+                    plan.failures[target] = dependency_failure(needed, plan.failures[needed])
+            pending = [t for t in pending if t not in plan.failures]
             ready = [t for t in pending if catalogue.recipe(t, plan.kind).requires in (None, *built)]
-            outcomes = list(pool.map(lambda target: _convert_one(plan, target, built), ready))
-            failures = [o for o in outcomes if isinstance(o, BadInput)]
-            if failures:
-                raise failures[0]
-            built.update({t: plan.artifact_path(t) for t in ready})
+            if not ready:
+                break
+            for target, failure in zip(ready, pool.map(lambda t: _convert_one(plan, t, built), ready), strict=True):
+                if failure is None:
+                    built[target] = plan.artifact_path(target)
+                else:
+                    plan.failures[target] = failure
             pending = [t for t in pending if t not in ready]
     return built
 
 
-def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> BadInput | None:
+def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> Diagnosis | None:
     recipe = catalogue.recipe(target, plan.kind)
     source = built[recipe.requires] if recipe.requires else plan.request.source.resolve()
     output = plan.artifact_path(target)
     output.parent.mkdir(parents=True, exist_ok=True)
     plan.log(f"converting to {target} ...")
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "source": str(source), "source_kind": plan.kind, "output": str(output), "inputs": plan.inputs,
         "output_names": plan.output_names, "precision": catalogue.TARGETS[target].precision,
     }  # fmt: skip
+    if target in plan.pinned:
+        kwargs["trace_batch"] = plan.pinned[target]
     extra = [onnx2tf_path()] if recipe.uses_onnx2tf else []
     try:
         answer = run_step(
             recipe.step, kwargs, plan.workdir / "steps", timeout=plan.request.timeout, extra_path=extra, tag=target
         )
     except (BadInput, StepFailed) as exc:
-        return BadInput(
-            f"cannot convert {plan.request.source.name} to {target}: {exc.message}\n"
-            f"Nothing was published. Drop '{target}' from --to, or change the model (unsupported layer/op?)."
-        )
+        return conversion_failure(target, exc, plan.request.timeout)
     plan.methods[target] = str(answer.get("method", ""))
     return None
 
@@ -175,22 +219,56 @@ def _convert_one(plan: Plan, target: str, built: dict[str, Path]) -> BadInput | 
 def verify_all(plan: Plan, built: dict[str, Path]) -> list[ArtifactResult]:
     """Run each requested artifact in its runtime, compare with the source, profile it."""
     reference = dict(np.load(plan.workdir / "reference.npz"))
+    runnable = [t for t in plan.targets if t in built]
     with ThreadPoolExecutor(max_workers=plan.request.jobs) as pool:
-        results = list(pool.map(lambda t: _verify_one(plan, t, built[t], reference), plan.targets))
-    fp32_sizes = {r.format: r.size_bytes for r in results if r.precision == "fp32" and r.size_bytes}
+        checked = pool.map(lambda t: verify_artifact(plan, t, built[t], reference), runnable)
+        verified = dict(zip(runnable, checked, strict=True))
+    results = [verified[t] if t in verified else _not_built(plan, t) for t in plan.targets]
     for result in results:
-        base = fp32_sizes.get(result.format)
-        if base and result.size_bytes:
-            result.compression_vs_fp32 = result.size_bytes / base
+        check_quantization(plan, result, built)
     return results
 
 
-def _verify_one(plan: Plan, target: str, artifact: Path, reference: dict[str, np.ndarray]) -> ArtifactResult:
+def check_quantization(plan: Plan, result: ArtifactResult, built: dict[str, Path]) -> None:
+    """Size versus the fp32 baseline, and a quantized label only for a file that is quantized and smaller."""
+    baseline = catalogue.recipe(result.target, plan.kind).baseline
+    if result.precision == "fp32":
+        result.compression_vs_fp32 = 1.0 if result.size_bytes else None
+    elif baseline in built and result.size_bytes:
+        result.compression_vs_fp32 = result.size_bytes / size_bytes(built[baseline])
+    if result.passed:
+        problem = quantization.check(
+            result.target, result.precision, result.quantized_tensors, result.compression_vs_fp32
+        )
+        if problem is not None:
+            result.fail("quantization", problem)
+
+
+def _not_built(plan: Plan, target: str) -> ArtifactResult:
+    spec = catalogue.TARGETS[target]
+    result = ArtifactResult(target, spec.format, spec.precision, spec.backend)
+    result.fail("unsupported" if target in plan.unsupported else "convert", plan.failures[target])
+    return result
+
+
+def verify_artifact(
+    plan: Plan,
+    target: str,
+    artifact: Path,
+    reference: dict[str, np.ndarray],
+    tag: str = "",
+    *,
+    compare_outputs: bool = True,
+) -> ArtifactResult:
+    """Run ``artifact`` (a ``target``) in its runtime, profile it and compare it with ``reference``.
+
+    Its outputs are kept in ``<workdir>/<tag or target>.outputs.npz`` (keys ``<batch>/<output>``).
+    """
     spec = catalogue.TARGETS[target]
     result = ArtifactResult(target, spec.format, spec.precision, spec.backend, plan.methods.get(target, ""))
     result.size_bytes = size_bytes(artifact)
     plan.log(f"verifying {target} ...")
-    outputs_path = plan.workdir / f"{target}.outputs.npz"
+    outputs_path = outputs_file(plan, tag or target)
     try:
         answer = run_step(
             "converters.runtimes:run",
@@ -201,28 +279,47 @@ def _verify_one(plan: Plan, target: str, artifact: Path, reference: dict[str, np
                 "output_names": plan.output_names,
                 "output": str(outputs_path),
                 "lock": str(plan.workdir / "profile.lock"),
+                "max_batch": plan.pinned.get(target),
             },
             plan.workdir / "steps",
             timeout=plan.request.timeout,
-            tag=target,
+            tag=tag or target,
         )
     except (BadInput, StepFailed) as exc:
-        result.reason = f"cannot run in its runtime: {exc.message}"
+        result.fail("run", runtime_failure(target, exc, plan.request.timeout))
         return result
     result.load_s, result.latency_b1_s, result.latency_b32_s = (
         answer["load_s"],
         answer["latency_b1_s"],
         answer["latency_b32_s"],
     )
-    result.signature = _signature(answer["signature"], plan)
-    produced = dict(np.load(outputs_path))
-    _check(plan, result, produced, reference, [int(b) for b in answer["batches"]])
+    result.signature = _signature(answer["signature"], plan, plan.pinned.get(target))
+    result.latency = {k: dict(v) for k, v in answer["latency"].items()}
+    result.peak_rss_bytes = int(answer["peak_rss_bytes"])
+    result.compression_vs_source = result.size_bytes / size_bytes(plan.request.source) if result.size_bytes else None
+    result.quantized_tensors = quantization.quantized_tensors(spec.precision, answer.get("tensor_dtypes"))
+    if compare_outputs:
+        produced = dict(np.load(outputs_path))
+        _check(plan, result, produced, reference, [int(b) for b in answer["batches"]])
     return result
 
 
-def _signature(found: dict[str, list[dict[str, Any]]], plan: Plan) -> dict[str, list[dict[str, Any]]]:
-    """The artifact's own signature; formats without one (TorchScript, .pt2) take the source's."""
-    return {"inputs": found["inputs"] or plan.inputs, "outputs": found["outputs"] or plan.outputs}
+def outputs_file(plan: Plan, tag: str) -> Path:
+    """Where the verification of ``tag`` keeps the artifact's outputs."""
+    return plan.workdir / f"{tag}.outputs.npz"
+
+
+def _signature(
+    found: dict[str, list[dict[str, Any]]], plan: Plan, batch: int | None
+) -> dict[str, list[dict[str, Any]]]:
+    """The artifact's own signature; formats without one (TorchScript, .pt2) take the source's.
+
+    A pinned batch replaces the dynamic batch dimension, so the gateway refuses other sizes.
+    """
+    signature = {"inputs": found["inputs"] or plan.inputs, "outputs": found["outputs"] or plan.outputs}
+    if batch is None:
+        return signature
+    return {k: [{**t, "shape": [batch, *t["shape"][1:]]} for t in v] for k, v in signature.items()}
 
 
 def _check(
@@ -237,14 +334,18 @@ def _check(
         for name in plan.output_names:
             key = f"{batch}/{name}"
             if key not in produced:
-                result.reason = f"the artifact has no output {name!r} (it has {sorted(produced)})"
+                cause = f"the artifact has no output {name!r} (it has {sorted(produced)})"
+                result.fail("verify", Diagnosis(cause, "report this model: the converter lost an output"))
                 return
             result.checks.append(compare(name, batch, produced[key], reference[name][:batch], tolerance))
     failed = [c for c in result.checks if not c.passed]
     result.passed = not failed
-    result.reason = f"{failed[0].output} at batch {failed[0].batch}: {failed[0].reason}" if failed else ""
+    if failed:
+        cause = f"{failed[0].output} at batch {failed[0].batch}: {failed[0].reason}"
+        result.fail("verify", Diagnosis(cause, MISMATCH_ACTION))
     if plan.labels is not None:
-        result.accuracy = accuracy(produced[f"{plan.count}/{plan.output_names[0]}"], plan.labels)
+        scores = produced[f"{plan.count}/{plan.output_names[0]}"]
+        result.accuracy, result.macro_f1 = accuracy(scores, plan.labels), macro_f1(scores, plan.labels)
 
 
 def version_config(plan: Plan, result: ArtifactResult) -> VersionConfig:
@@ -265,8 +366,8 @@ def version_config(plan: Plan, result: ArtifactResult) -> VersionConfig:
     return VersionConfig(**values)
 
 
-def finish(plan: Plan, results: list[ArtifactResult]) -> ConversionReport:
-    """Recommend, publish the passing artifacts, and build the report with the exit code."""
+def build_report(plan: Plan, results: list[ArtifactResult]) -> ConversionReport:
+    """The report of a run (nothing published yet): figures, verdicts, recommendation, exit code."""
     report = ConversionReport(
         name=plan.request.name,
         source=str(plan.request.source),
@@ -277,16 +378,23 @@ def finish(plan: Plan, results: list[ArtifactResult]) -> ConversionReport:
         samples=str(plan.request.samples) if plan.request.samples else "generated from the input spec (seed 0)",
         tolerances=plan.request.tolerances,
         artifacts=results,
+        source_size_bytes=size_bytes(plan.request.source),
     )
     if plan.labels is not None:
         scores = np.load(plan.workdir / "reference.npz")[plan.output_names[0]]
-        report.source_accuracy = accuracy(scores, plan.labels)
+        report.source_accuracy, report.source_macro_f1 = accuracy(scores, plan.labels), macro_f1(scores, plan.labels)
     report.recommended = recommend([{**r.to_dict(), "servable": r.servable} for r in results])
+    report.exit_code = 0 if all(r.passed for r in results) else 1
+    return report
+
+
+def finish(plan: Plan, results: list[ArtifactResult]) -> ConversionReport:
+    """Recommend, publish the passing artifacts, and build the report with the exit code."""
+    report = build_report(plan, results)
     passing = [r for r in results if r.passed]
     if passing:
         items = [Publication(r.target, plan.artifact_path(r.target), version_config(plan, r)) for r in passing]
         publish(plan.request.repository / plan.request.name, items, lambda v: _render(report, v), report.recommended)
-    report.exit_code = 0 if len(passing) == len(results) else 1
     for result in results:
         plan.log(summary_line(result))
     return report

@@ -1,4 +1,4 @@
-"""Measure artifacts on this machine: size on disk, load time and median latency.
+"""Measure artifacts on this machine: size on disk, load time, latency percentiles, peak memory.
 
 Numbers are measured, never asserted: each verification subprocess times its own
 artifact with the same inputs, warm-up and run count, so the figures in one report are
@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-WARMUP = 5
-RUNS = 50
+WARMUP = 10
+RUNS = 100
 
 T = TypeVar("T")
 
@@ -36,8 +36,8 @@ def timed(function: Callable[[], T]) -> tuple[T, float]:
     return result, time.perf_counter() - start
 
 
-def median_latency(function: Callable[[], Any], warmup: int = WARMUP, runs: int = RUNS) -> float:
-    """Median seconds per call after ``warmup`` untimed calls."""
+def latency_samples(function: Callable[[], Any], warmup: int = WARMUP, runs: int = RUNS) -> list[float]:
+    """Seconds per call for ``runs`` calls after ``warmup`` untimed calls."""
     for _ in range(warmup):
         function()
     samples = []
@@ -45,7 +45,30 @@ def median_latency(function: Callable[[], Any], warmup: int = WARMUP, runs: int 
         start = time.perf_counter()
         function()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return samples
+
+
+def latency_stats(samples: list[float], batch: int) -> dict[str, float]:
+    """p50/p95/p99 seconds per call and samples per second (``batch`` rows per call, at the median)."""
+    ordered = sorted(samples)
+
+    def percentile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+    p50 = statistics.median(ordered)
+    return {"p50_s": p50, "p95_s": percentile(95), "p99_s": percentile(99), "samples_per_s": batch / p50}
+
+
+def median_latency(function: Callable[[], Any], warmup: int = WARMUP, runs: int = RUNS) -> float:
+    """Median seconds per call after ``warmup`` untimed calls."""
+    return statistics.median(latency_samples(function, warmup, runs))
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @contextlib.contextmanager
@@ -64,5 +87,5 @@ def recommend(candidates: list[dict[str, Any]]) -> str | None:
     usable = [c for c in candidates if c["passed"] and c["servable"] and c.get("latency_b1_s") is not None]
     if not usable:
         return None
-    best = min(usable, key=lambda c: (c["latency_b1_s"], c["latency_b32_s"]))
+    best = min(usable, key=lambda c: (c["latency_b1_s"], c["latency_b32_s"] or float("inf")))
     return str(best["target"])

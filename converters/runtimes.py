@@ -3,7 +3,7 @@
 Each format has a small runner that loads the artifact, reports the signature the
 artifact itself declares (the names a server will see) and maps named numpy inputs to
 named numpy outputs. :func:`run` is the verification step: it executes in a subprocess,
-runs batch 1, 32 and N, and profiles load time and latency. All runtimes use one thread
+runs batch 1, 32 and N, and profiles load time, latency percentiles and peak memory. All runtimes use one thread
 so their latencies compare fairly.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from converters.profile import exclusive, median_latency, timed
+from converters.profile import exclusive, latency_samples, latency_stats, peak_rss_bytes, timed
 from gateway.core.codec.datatypes import v2_datatype
 
 BATCHES = (1, 32)
@@ -92,6 +92,14 @@ class TFLiteRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: np.array(v) for k, v in self.runner(**feeds).items()}
 
+    def tensor_dtypes(self) -> dict[str, int]:
+        """How many tensors of each dtype the file holds (int8 / float16 ones are quantized weights)."""
+        counts: dict[str, int] = {}
+        for detail in self.interpreter.get_tensor_details():
+            name = np.dtype(detail["dtype"]).name
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
 
 class SavedModelRunner:
     """TensorFlow ``tf.saved_model.load`` + the ``serving_default`` signature."""
@@ -122,12 +130,11 @@ class TorchRunner:
     def __init__(self, path: Path, input_names: list[str], output_names: list[str], exported: bool) -> None:
         import torch
 
+        from converters.sources import load_torch
+
         torch.set_num_threads(1)
         self.torch = torch
-        if exported:
-            self.module = torch.export.load(str(path)).module()
-        else:
-            self.module = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+        self.module = load_torch(path, "torch_export" if exported else "torchscript")
         self.input_names = input_names
         self.output_names = output_names
 
@@ -138,7 +145,10 @@ class TorchRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.torch.no_grad():
             result = self.module(*(self.torch.from_numpy(feeds[n]) for n in self.input_names))
-        values = result if isinstance(result, list | tuple) else [result]
+        if isinstance(result, dict):
+            values = list(result.values())
+        else:
+            values = list(result) if isinstance(result, list | tuple) else [result]
         return {n: v.numpy() for n, v in zip(self.output_names, values, strict=True)}
 
 
@@ -161,32 +171,53 @@ def open_runner(fmt: str, path: Path, input_names: list[str], output_names: list
     return TorchRunner(path, input_names, output_names, exported=fmt == "pt2")
 
 
-def run(fmt: str, artifact: str, inputs: str, output_names: list[str], output: str, lock: str) -> dict[str, Any]:
+def run(
+    fmt: str, artifact: str, inputs: str, output_names: list[str], output: str, lock: str, max_batch: int | None = None
+) -> dict[str, Any]:
     """Step (subprocess): run ``artifact`` on batch 1, 32 and N of ``inputs`` (.npz); profile it.
 
     Outputs go to ``output`` (.npz, keys ``<batch>/<output name>``); the return value has
-    the artifact's signature, load time and median batch-1 / batch-32 latencies, timed
-    while holding ``lock`` so that concurrent verification steps do not skew each other.
+    the artifact's signature, load time, latency percentiles at batch 1 and 32 and peak
+    memory, timed while holding ``lock`` so that concurrent verification steps do not skew
+    each other. An artifact pinned to ``max_batch`` runs in chunks of that size (batch N is
+    all samples, ``max_batch`` at a time) and is timed only at batches it accepts.
     """
     feeds = dict(np.load(inputs))
     names = list(feeds)
     import_runtime(fmt)
     runner, load_s = timed(lambda: open_runner(fmt, Path(artifact), names, output_names))
     total = len(next(iter(feeds.values())))
-    batches = sorted({min(b, total) for b in BATCHES} | {total})
+    batches = sorted({min(b, total) for b in BATCHES if max_batch is None or b <= max_batch} | {total})
     results: dict[str, Any] = {}
     for batch in batches:
-        produced = runner({k: v[:batch] for k, v in feeds.items()})
+        produced = _chunked(runner, {k: v[:batch] for k, v in feeds.items()}, max_batch or batch)
         results.update({f"{batch}/{k}": v for k, v in produced.items()})
     np.savez(output, **results)
+    timed_batches = [b for b in BATCHES if max_batch is None or b <= max_batch]
     with exclusive(Path(lock)):
-        latency = {f"latency_b{b}_s": _latency(runner, feeds, b) for b in BATCHES}
-    return {"signature": runner.signature(), "load_s": load_s, "batches": batches, **latency}
+        latency = {str(b): _latency(runner, feeds, b) for b in timed_batches}
+    dtypes = runner.tensor_dtypes() if isinstance(runner, TFLiteRunner) else None
+    return {
+        "signature": runner.signature(),
+        "load_s": load_s,
+        "batches": batches,
+        "tensor_dtypes": dtypes,
+        "latency": latency,
+        **{f"latency_b{b}_s": latency[str(b)]["p50_s"] if str(b) in latency else None for b in BATCHES},
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
 
 
-def _latency(runner: Runner, feeds: dict[str, np.ndarray], batch: int) -> float:
+def _chunked(runner: Runner, feeds: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """The runner's outputs on ``feeds``, computed ``size`` rows at a time and concatenated."""
+    total = len(next(iter(feeds.values())))
+    parts = [runner({k: v[start : start + size] for k, v in feeds.items()}) for start in range(0, total, size)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _latency(runner: Runner, feeds: dict[str, np.ndarray], batch: int) -> dict[str, float]:
     batch_feeds = {k: _rows(v, batch) for k, v in feeds.items()}
-    return median_latency(lambda: runner(batch_feeds))
+    return latency_stats(latency_samples(lambda: runner(batch_feeds)), batch)
 
 
 def _rows(array: np.ndarray, count: int) -> np.ndarray:

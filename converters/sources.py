@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import BadInput
+from converters.safety import check_model_file, is_pickle
 from converters.spec import check_inputs, from_json, generate_inputs, to_json
 from gateway.core.codec.datatypes import v2_datatype
 from gateway.core.types import TensorSpec
@@ -35,12 +36,21 @@ def detect_kind(path: Path) -> str:
         head = handle.read(8)
     if head == HDF5_MAGIC:
         return "keras"
+    if is_pickle(head):
+        check_model_file(path, "torch")  # refuses every bare pickle, with the reason
     if not zipfile.is_zipfile(path):
         raise BadInput(
             f"{path} is not a Keras (.keras/.h5), TorchScript (.pt) or torch.export (.pt2) file "
             "(it is not a zip or HDF5 archive: corrupt or truncated?)"
         )
     return _zip_kind(path)
+
+
+def detect_and_check(path: Path) -> str:
+    """:func:`detect_kind`, then the safety rule (:func:`converters.safety.check_model_file`)."""
+    kind = detect_kind(path)
+    check_model_file(path, kind)
+    return kind
 
 
 def _zip_kind(path: Path) -> str:
@@ -57,18 +67,23 @@ def _zip_kind(path: Path) -> str:
         return "torch_export"
     if any(n.endswith("data.pkl") for n in names):
         raise BadInput(
-            f"{path} is a torch.save checkpoint (pickled weights), not a model graph: load it into your nn.Module "
+            f"{path} is refused: it is a torch.save checkpoint (pickled weights; loading a pickle can run code), "
+            "not a model graph: load it into your nn.Module "
             "and use converters.api.convert_torch_module, or save it with torch.jit.save / torch.export.save"
         )
     raise BadInput(f"{path}: a zip archive that is neither a Keras, TorchScript nor torch.export model")
 
 
 def load_keras(path: Path) -> Any:
-    """The Keras model in ``path`` (.keras or legacy .h5), without its training config."""
+    """The Keras model in ``path`` (.keras or legacy .h5), without its training config.
+
+    The safety rule runs first, and Keras's own ``safe_mode`` stays on.
+    """
+    check_model_file(path, "keras")
     import keras
 
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
         raise BadInput(
             f"cannot load the Keras model {path}: {_first_line(exc)}. Custom layers must be importable and "
@@ -76,14 +91,26 @@ def load_keras(path: Path) -> Any:
         ) from None
 
 
+def load_exported_program(path: Path) -> Any:
+    """``torch.export.load`` of a .pt2, after the safety rule (the only way this package loads one)."""
+    check_model_file(path, "torch_export")
+    import torch
+
+    return torch.export.load(str(path))
+
+
 def load_torch(path: Path, kind: str) -> Any:
-    """A callable torch module: a ScriptModule for TorchScript, ``ExportedProgram.module()`` for .pt2."""
+    """A callable torch module: a ScriptModule for TorchScript, ``ExportedProgram.module()`` for .pt2.
+
+    The safety rule runs first: no pickle in the archive may reference anything but tensors.
+    """
+    check_model_file(path, kind)
     import torch
 
     try:
         if kind == "torchscript":
             return torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
-        return torch.export.load(str(path)).module()
+        return load_exported_program(path).module()
     except Exception as exc:
         raise BadInput(f"cannot load the {kind} model {path}: {_first_line(exc)}") from None
 
@@ -119,9 +146,7 @@ def torch_input_specs(path: Path, kind: str) -> list[TensorSpec] | None:
     """Inputs recorded in a .pt2 (symbolic dims -> -1); None for TorchScript, which stores no shapes."""
     if kind != "torch_export":
         return None
-    import torch
-
-    program = torch.export.load(str(path))
+    program = load_exported_program(path)
     user_inputs = set(program.graph_signature.user_inputs)
     specs = []
     for node in program.graph.nodes:
@@ -226,8 +251,8 @@ def inspect(
         specs = reconcile_specs(found, given, f"{path} (TorchScript)")
         default_names = []
     inputs = load_samples(Path(samples), specs) if samples else generate_inputs(specs, GENERATED_COUNT)
-    outputs = run_source(model, kind, specs, inputs)
-    names = output_names or default_names or [f"output_{i}" for i in range(len(outputs))]
+    keys, outputs = run_source(model, kind, specs, inputs)
+    names = output_names or default_names or keys or [f"output_{i}" for i in range(len(outputs))]
     if len(names) != len(outputs):
         raise BadInput(f"--output-names: the model has {len(outputs)} output(s), {len(names)} name(s) were given")
     ordered: dict[str, Any] = {s.name: inputs[s.name] for s in specs}
@@ -235,25 +260,56 @@ def inspect(
     np.savez(Path(workdir) / "inputs.npz", **ordered)
     np.savez(Path(workdir) / "reference.npz", **reference)
     out_specs = [TensorSpec(n, v2_datatype(o.dtype), (-1, *o.shape[1:])) for n, o in zip(names, outputs, strict=True)]
-    return {"inputs": to_json(specs), "outputs": to_json(out_specs), "count": len(next(iter(inputs.values())))}
+    return {
+        "inputs": to_json(specs),
+        "outputs": to_json(out_specs),
+        "count": len(next(iter(inputs.values()))),
+        "recurrent": recurrent_ops(model, kind),
+    }
 
 
-def run_source(model: Any, kind: str, specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The source model's outputs on ``inputs`` (the reference every artifact is compared with)."""
+#: Recurrent layers: onnx2tf cannot convert them, and a trace fixes their batch size.
+RECURRENT_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def recurrent_ops(model: Any, kind: str) -> list[str]:
+    """The recurrent ops (LSTM, GRU, RNN) in a PyTorch model's graph; [] for Keras (TF converts its own)."""
+    if kind == "keras":
+        return []
+    text = str(model.graph) if kind == "torch_export" else str(model.inlined_graph)
+    return [op for op in RECURRENT_OPS if f"aten.{op}" in text or f"aten::{op}" in text]
+
+
+def _flatten(result: Any) -> tuple[list[str], list[Any]]:
+    """Output names (dict keys, else none) and values of a model's result: a tensor, tuple, list or dict."""
+    if isinstance(result, dict):
+        return [str(k) for k in result], list(result.values())
+    if isinstance(result, list | tuple):
+        return [], list(result)
+    return [], [result]
+
+
+def run_source(
+    model: Any, kind: str, specs: list[TensorSpec], inputs: dict[str, np.ndarray]
+) -> tuple[list[str], list[np.ndarray]]:
+    """The source model's output names (when it returns a dict) and outputs on ``inputs`` (the reference)."""
     ordered = [inputs[s.name] for s in specs]
     try:
         if kind == "keras":
             result = model(ordered if len(ordered) > 1 else ordered[0], training=False)
-            values = result if isinstance(result, list | tuple) else [result]
-            return [np.asarray(v) for v in values]
+            keys, values = _flatten(result)
+            return keys, [np.asarray(v) for v in values]
         import torch
 
         with torch.no_grad():
             result = model(*(torch.from_numpy(a) for a in ordered))
-        values = result if isinstance(result, list | tuple) else [result]
-        return [v.detach().numpy() for v in values]
     except Exception as exc:
         shapes = {s.name: list(inputs[s.name].shape) for s in specs}
         raise BadInput(
             f"the source model fails on inputs {shapes}: {_first_line(exc)}; check --input-spec / --samples"
         ) from None
+    keys, values = _flatten(result)
+    if not all(isinstance(v, torch.Tensor) for v in values):
+        kinds = sorted({type(v).__name__ for v in values})
+        raise BadInput(f"the model returns {kinds}: outputs must be tensors (one, a tuple, a list or a dict of them)")
+    return keys, [v.detach().numpy() for v in values]

@@ -24,6 +24,8 @@ class Recipe:
     excluded_kinds: frozenset[str] = frozenset()
     #: The step imports onnx2tf, which lives outside the venv (see :func:`converters.isolation.onnx2tf_path`).
     uses_onnx2tf: bool = False
+    #: For a quantized target: the fp32 target built beside it, so the report can say how much it shrank.
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Target:
 
 
 _TFLITE = Recipe("converters.savedmodel2tflite:convert", requires="savedmodel")
+_TFLITE_QUANTIZED = Recipe("converters.savedmodel2tflite:convert", requires="savedmodel", baseline="tflite")
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -100,7 +103,7 @@ TARGETS: dict[str, Target] = {
             "model.tflite",
             "tflite",
             "tensorflow_lite",
-            {"keras": _TFLITE, "torch": _TFLITE},
+            {"keras": _TFLITE_QUANTIZED, "torch": _TFLITE_QUANTIZED},
         ),
         Target(
             "tflite_int8",
@@ -109,7 +112,7 @@ TARGETS: dict[str, Target] = {
             "model.tflite",
             "tflite",
             "tensorflow_lite",
-            {"keras": _TFLITE, "torch": _TFLITE},
+            {"keras": _TFLITE_QUANTIZED, "torch": _TFLITE_QUANTIZED},
         ),
     )
 }
@@ -150,9 +153,10 @@ def recipe(target: str, kind: str) -> Recipe:
 
 
 def build_order(requested: list[str], kind: str) -> list[str]:
-    """Requested targets plus the intermediates they need, in the order they can be built."""
+    """Requested targets plus the intermediates (and fp32 baselines) they need, in the order they can be built."""
     needed: set[str] = set()
-    for name in requested:
+    wanted = list(requested) + [b for n in requested if (b := recipe(n, kind).baseline) is not None]
+    for name in wanted:
         current: str | None = name
         while current is not None and current not in needed:
             needed.add(current)

@@ -60,5 +60,7 @@ def convert(
     """Step (subprocess): copy the .pt2 source to ``output`` through load + save (checks it is whole)."""
     import torch
 
-    torch.export.save(torch.export.load(source), output)
+    from converters.sources import load_exported_program
+
+    torch.export.save(load_exported_program(Path(source)), output)
     return {"method": "torch.export.save"}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.onnx_names import rename_io
-from converters.sources import load_torch
+from converters.sources import load_exported_program, load_torch
 from converters.spec import from_json
 from converters.torch2exportedprogram import example_inputs
 
@@ -29,7 +29,7 @@ def convert(
     specs = from_json(inputs)
     names = [s.name for s in specs]
     if source_kind == "torch_export":
-        program = torch.export.load(source)
+        program = load_exported_program(Path(source))
         torch.onnx.export(
             program,
             example_inputs(specs),

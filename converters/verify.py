@@ -51,10 +51,10 @@ class OutputCheck:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: NaN and infinities become the strings "nan", "inf", "-inf"."""
-        return {k: _json_number(v) for k, v in asdict(self).items()}
+        return {k: json_number(v) for k, v in asdict(self).items()}
 
 
-def _json_number(value: Any) -> Any:
+def json_number(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     return value
@@ -132,6 +132,20 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:
     if scores.ndim != 2 or len(scores) != len(labels):
         return None
     return float(np.mean(scores.argmax(axis=1) == labels))
+
+
+def macro_f1(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Unweighted mean of per-class F1 over the classes in the labels or the predictions; None if not a classifier."""
+    if scores.ndim != 2 or len(scores) != len(labels) or len(labels) == 0:
+        return None
+    predicted = scores.argmax(axis=1)
+    f1s = []
+    for cls in np.union1d(labels, predicted):
+        tp = int(np.count_nonzero((predicted == cls) & (labels == cls)))
+        fp = int(np.count_nonzero((predicted == cls) & (labels != cls)))
+        fn = int(np.count_nonzero((predicted != cls) & (labels == cls)))
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
 
 
 def parse_tolerance(text: str) -> tuple[str, Tolerance]:

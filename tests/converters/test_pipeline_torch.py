@@ -63,6 +63,14 @@ def test_every_torch_target_converts_verifies_and_is_published(
         assert artifact["signature"]["inputs"][0]["shape"] == [-1, 1, 8, 8], artifact["target"]
         assert artifact["signature"]["outputs"][0]["name"] == "probs", artifact["target"]
         assert artifact["accuracy"] == pytest.approx(report["source_accuracy"], abs=0.01)
+        assert artifact["macro_f1"] == pytest.approx(report["source_macro_f1"], abs=0.02)
+        for batch in ("1", "32"):
+            stats = artifact["latency"][batch]
+            assert 0 < stats["p50_s"] <= stats["p95_s"] <= stats["p99_s"], artifact["target"]
+            assert stats["samples_per_s"] == pytest.approx(int(batch) / stats["p50_s"])
+        assert artifact["peak_rss_bytes"] > 50 * 2**20
+        assert artifact["compression_vs_source"] == pytest.approx(artifact["size_bytes"] / report["source_size_bytes"])
+        assert artifact["compression_vs_fp32"] is not None
 
 
 def test_torchscript_source_needs_and_uses_an_input_spec(
@@ -126,7 +134,9 @@ def test_nn_module_through_the_python_api(tmp_path: Path) -> None:
     assert [a.published_version for a in report.artifacts] == [1]
 
 
-def test_unsupported_op_is_bad_input_and_nothing_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unsupported_op_fails_that_target_only_and_publishes_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     from converters.torch2exportedprogram import export_module
@@ -139,12 +149,20 @@ def test_unsupported_op_is_bad_input_and_nothing_is_written(tmp_path: Path, caps
     source = tmp_path / "eigen.pt2"
     export_module(Eigen(), [TensorSpec("matrix", "FP32", (-1, 4, 4))], source)
     repo = tmp_path / "repo"
-    code = entry([str(source), "--name", "eigen", "--to", "onnx", "--model-repository", str(repo)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "cannot convert eigen.pt2 to onnx" in err
-    assert "Nothing was published" in err
-    assert not repo.exists()
+    code = entry([str(source), "--name", "eigen", "--to", "onnx,pt2,tflite", "--model-repository", str(repo), "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 1
+    onnx_result = next(a for a in report["artifacts"] if a["target"] == "onnx")
+    assert onnx_result["passed"] is False and onnx_result["stage"] == "convert"
+    assert "the onnx exporter could not convert this model" in onnx_result["reason"]
+    assert "drop 'onnx' from --to" in onnx_result["action"]
+    tflite = next(a for a in report["artifacts"] if a["target"] == "tflite")
+    assert tflite["stage"] == "convert" and tflite["reason"].startswith("it needs the onnx artifact: the onnx exporter")
+    assert "FAIL onnx" in captured.err and "Traceback" not in captured.err and "\x1b[" not in captured.err
+    assert published(repo, "eigen") == ["1"]
+    assert (repo / "eigen" / "1" / "model.pt2").exists()
+    assert "- **onnx** (convert): the onnx exporter" in (repo / "eigen" / "1" / "conversion-report.md").read_text()
 
 
 def test_perturbed_weights_fail_verification_and_are_not_published(
@@ -181,7 +199,7 @@ def test_perturbed_weights_fail_verification_and_are_not_published(
     assert torchscript_result.passed and torchscript_result.published_version == 1
     assert published(repo, "digits") == ["1"]
     assert load_model_config(repo / "digits" / CONFIG_FILE).labels == {"torchscript": 1}
-    assert "FAIL: probs at batch 1" in (repo / "digits" / "1" / "conversion-report.md").read_text()
+    assert "FAIL (verify): probs at batch 1" in (repo / "digits" / "1" / "conversion-report.md").read_text()
 
 
 def test_bad_input_from_the_api_is_an_exception(tmp_path: Path) -> None:

@@ -28,8 +28,12 @@ def test_targets_are_deduplicated_and_ordered() -> None:
 
 
 def test_intermediates_are_built_first() -> None:
-    assert build_order(["tflite_int8"], "keras") == ["savedmodel", "tflite_int8"]
+    assert build_order(["tflite_int8"], "keras") == ["savedmodel", "tflite", "tflite_int8"]
     assert build_order(["tflite"], "torch_export") == ["onnx", "savedmodel", "tflite"]
+
+
+def test_quantized_targets_bring_their_fp32_baseline() -> None:
+    assert build_order(["tflite_fp16"], "torch_export") == ["onnx", "savedmodel", "tflite", "tflite_fp16"]
 
 
 @pytest.mark.parametrize("text", ["", " , "])

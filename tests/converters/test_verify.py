@@ -138,3 +138,17 @@ def test_check_with_nan_serialises_as_strict_json() -> None:
     data = compare("probs", 2, actual, reference, FP32).to_dict()
     assert data["max_abs_error"] == "nan"
     assert json.loads(json.dumps(data, allow_nan=False))["non_finite"] == 1
+
+
+def test_quantization_check_flags_unquantized_and_unshrunk_artifacts() -> None:
+    from converters.quantization import check, quantized_tensors
+
+    assert quantized_tensors("int8", {"float32": 12, "int32": 3}) == 0
+    assert quantized_tensors("fp16", {"float16": 4}) == 4
+    assert quantized_tensors("fp32", {"float32": 4}) is None
+    not_quantized = check("tflite_int8", "int8", 0, 1.0)
+    assert not_quantized is not None and not_quantized.cause.startswith("not quantized: the file holds no int8")
+    not_shrunk = check("tflite_fp16", "fp16", 3, 0.95)
+    assert not_shrunk is not None and "did not shrink: 0.95x" in not_shrunk.cause
+    assert check("tflite_int8", "int8", 2, 0.4) is None
+    assert check("tflite", "fp32", None, 1.0) is None
