@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from gateway.core.errors import GatewayError
+from gateway.logs import CURRENT_REQUEST
 from gateway.metrics import Metrics, RequestLabels, outcome_of
 from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for
 
@@ -47,6 +48,9 @@ async def measured_rpc(
         await abort_internal(context)
     finally:
         inflight.dec()
+        info = CURRENT_REQUEST.get()
+        if info is not None:
+            info.protocol, info.model, info.version = protocol, labels.model, labels.version
         metrics.observe_request(
             labels.model, labels.version, protocol, code.name, outcome_of(client_error, server_error),
             time.perf_counter() - started,
