@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from gateway.core.errors import GatewayError
-from gateway.logs import CURRENT_REQUEST
+from gateway.logs import CURRENT_REQUEST, current_request_id
 from gateway.metrics import Metrics, RequestLabels, outcome_of
 from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for
 
@@ -43,7 +43,10 @@ async def measured_rpc(
         code, client_error = grpc.StatusCode.CANCELLED, True
         raise
     except Exception:
-        log.exception("unexpected error in a %s call for model %r", protocol, labels.model[:64])
+        log.exception(
+            "unexpected error in a %s call for model %r (request id %s)", protocol, labels.model[:64],
+            current_request_id(),
+        )  # fmt: skip
         code, server_error = grpc.StatusCode.INTERNAL, True
         await abort_internal(context)
     finally:

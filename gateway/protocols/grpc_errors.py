@@ -93,5 +93,5 @@ async def status_on_error(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncI
     except GatewayError as error:
         await abort_with(context, error)
     except Exception:
-        log.exception("unexpected error in a gRPC handler")
+        log.exception("unexpected error in a gRPC handler (request id %s)", current_request_id())
         await abort_internal(context)

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from gateway.core.errors import GatewayError
-from gateway.logs import CURRENT_REQUEST, RequestInfo, log_access, request_id_from
+from gateway.logs import CURRENT_REQUEST, RequestInfo, current_request_id, log_access, request_id_from
 from gateway.protocols.http import Message, Receive, Scope, Send, header
 from gateway.protocols.http_errors import gateway_error_response, internal_error_message, json_response
 from gateway.protocols.mounts import FastPath
@@ -96,5 +96,5 @@ async def _handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error serving %s", request.url.path, exc_info=exc)
+    log.error("unexpected error serving %s (request id %s)", request.url.path, current_request_id(), exc_info=exc)
     return json_response({"error": internal_error_message()}, 500)
