@@ -20,11 +20,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import grpc
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, InvalidInput
 from gateway.logs import CURRENT_REQUEST, REQUEST_ID_HEADER, RequestInfo, log_access, request_id_from
 from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for
 
@@ -91,16 +91,21 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # unknown method (UNIMPLEMENTED) or a streaming one (health Watch)
+        deserializer = handler.request_deserializer
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            self._wrap(handler.unary_unary, method.rsplit("/", 1)[-1]),
+            request_deserializer=None if deserializer is None else _never_raising(deserializer),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(self, behavior: Behavior) -> Behavior:
+    def _wrap(self, behavior: Behavior, name: str) -> Behavior:
         access_log = self.access_log
+        undecodable = (
+            f"the {name} request is not a valid protobuf message "
+            "(malformed wire format, or a string field that is not UTF-8)"
+        )
 
         async def call(request: Any, context: Context) -> Any:
             info = RequestInfo(request_id_from(_metadata_value(context.invocation_metadata(), REQUEST_ID_HEADER)))
@@ -109,6 +114,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if request is _UNDECODABLE:
+                    raise InvalidInput(undecodable)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
@@ -129,6 +136,23 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     log_access(info, code.name, time.perf_counter() - started)
 
         return call
+
+
+#: What :func:`_never_raising` returns for bytes that are not the expected message.
+_UNDECODABLE: Final = object()
+
+
+def _never_raising(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """gRPC answers a message that fails to parse with UNKNOWN and protobuf's own words
+    ("Unexpected <class 'DecodeError'>..."); this lets the call answer INVALID_ARGUMENT in ours."""
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception:
+            return _UNDECODABLE
+
+    return decode
 
 
 def _metadata_value(metadata: Any, key: str) -> str | None:
