@@ -109,7 +109,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def call(request: Any, context: Context) -> Any:
             info = RequestInfo(request_id_from(_metadata_value(context.invocation_metadata(), REQUEST_ID_HEADER)))
-            CURRENT_REQUEST.set(info)
+            token = CURRENT_REQUEST.set(info)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, info.request_id),))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -131,6 +131,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = grpc.StatusCode.INTERNAL
                 await abort_internal(context)
             finally:
+                CURRENT_REQUEST.reset(token)
                 if access_log:
                     info.protocol = info.protocol or "grpc"
                     log_access(info, code.name, time.perf_counter() - started)

@@ -53,7 +53,7 @@ class HttpApp:
             await self.router(scope, receive, send)
             return
         info = RequestInfo(request_id_from(header(scope, b"x-request-id")))
-        CURRENT_REQUEST.set(info)  # each request runs in its own task: the value dies with it
+        token = CURRENT_REQUEST.set(info)
         id_header = (b"x-request-id", info.request_id.encode())
         status = 500
 
@@ -68,6 +68,7 @@ class HttpApp:
         try:
             await self._dispatch(scope, receive, send_with_id)
         finally:
+            CURRENT_REQUEST.reset(token)  # uvicorn gives each request its own task; an in-process caller may not
             if self.access_log:
                 if not info.protocol:
                     info.protocol = "http"
