@@ -2,8 +2,8 @@
 and the access log shared by REST and gRPC.
 
 A request's id comes from the client (HTTP ``X-Request-Id`` header, gRPC ``x-request-id``
-metadata) when it is 1 to 128 characters of ``[A-Za-z0-9._:-]``; otherwise a uuid4 hex is
-made. The protocols put a :class:`RequestInfo` in :data:`CURRENT_REQUEST` for the request's
+metadata) when it is 1 to 128 characters of ``[A-Za-z0-9._:-]``; otherwise a random 128-bit
+id (32 hex digits, like a uuid4 hex) is made. The protocols put a :class:`RequestInfo` in :data:`CURRENT_REQUEST` for the request's
 task, return the id to the client (response header, trailing metadata), and every log record
 emitted inside that task (protocol, core, backend) carries it as ``request_id``.
 """
@@ -11,10 +11,10 @@ emitted inside that task (protocol, core, backend) carries it as ``request_id``.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import sys
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,12 +44,17 @@ CURRENT_REQUEST: ContextVar[RequestInfo | None] = ContextVar("modelgate_request"
 
 
 def request_id_from(given: str | bytes | None) -> str:
-    """The client's id if it is well-formed, else a new uuid4 hex."""
-    if isinstance(given, bytes):
-        given = given.decode("latin-1")
-    if given and _VALID_ID.fullmatch(given):
-        return given
-    return uuid.uuid4().hex
+    """The client's id if it is well-formed, else a new random 128-bit id in 32 hex digits.
+
+    The id is for correlation, not a secret: it comes from :mod:`random` (reseeded after a
+    fork), about 0.4 us here, where ``uuid.uuid4()`` (``os.urandom``) took 3 us per request.
+    """
+    if given:
+        if isinstance(given, bytes):
+            given = given.decode("latin-1")
+        if _VALID_ID.fullmatch(given):
+            return given
+    return f"{random.getrandbits(128):032x}"
 
 
 def current_request_id() -> str | None:

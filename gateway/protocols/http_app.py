@@ -64,7 +64,7 @@ class HttpApp:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        started = time.perf_counter()
+        started = time.perf_counter() if self.access_log else 0.0
         try:
             await self._dispatch(scope, receive, send_with_id)
         finally:
