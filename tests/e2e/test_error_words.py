@@ -115,6 +115,6 @@ def test_grpc_undecodable_messages_get_invalid_argument_in_our_words(
         try:
             channel.unary_unary(method)(raw, timeout=60)
         except grpc.RpcError as raised:
-            error: grpc.Call = raised  # type: ignore[assignment]
+            error: grpc.Call = raised
             assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED), error.details()
             _assert_own_words(error.details() or "")
