@@ -5,7 +5,8 @@ A request's id comes from the client (HTTP ``X-Request-Id`` header, gRPC ``x-req
 metadata) when it is 1 to 128 characters of ``[A-Za-z0-9._:-]``; otherwise a random 128-bit
 id (32 hex digits, like a uuid4 hex) is made. The protocols put a :class:`RequestInfo` in
 :data:`CURRENT_REQUEST` for the request's task, return the id to the client (response header,
-trailing metadata), and every log record emitted inside that task (protocol, core, backend) carries it as ``request_id``.
+trailing metadata), and every log record emitted inside that task (protocol, core, backend)
+carries it as ``request_id``.
 """
 
 from __future__ import annotations
