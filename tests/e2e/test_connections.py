@@ -21,10 +21,12 @@ import grpc
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 from tests.e2e.server_process import ServerProcess
+from tests.onnx_models import write_slow_model
 
 pytestmark = pytest.mark.e2e
 
@@ -293,3 +295,38 @@ def test_grpc_keepalive_enforcement_sends_away_a_client_pinging_too_often(limite
     ]
     with grpc.insecure_channel(f"127.0.0.1:{limited.grpc}", options=options) as channel:
         _wait_for_goaway(channel)
+
+
+@pytest.fixture(scope="module")
+def one_stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One concurrent gRPC call per connection, and a model slow enough to hold one open."""
+    root = tmp_path_factory.mktemp("streams")
+    write_slow_model(root / "repo" / "slow" / "1" / "model.onnx")
+    (root / "repo" / "slow" / "config.yaml").write_text("backend: onnxruntime\n")
+    config = _config(root, "gateway.yaml", "grpc_max_concurrent_streams: 1\n")
+    with ServerProcess(root / "repo", "--config", str(config)) as proc:
+        yield proc
+
+
+def _inflight(server: ServerProcess) -> float:
+    text = httpx.get(f"http://127.0.0.1:{server.metrics}/metrics", timeout=HANG_GUARD).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelgate_inflight_requests" and sample.labels.get("protocol") == "grpc":
+                return sample.value
+    return 0.0
+
+
+def test_grpc_concurrent_streams_are_limited(one_stream: ServerProcess) -> None:
+    """With one stream per connection, a second call on the same channel waits for the first to finish."""
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1], contents=pb.InferTensorContents(fp32_contents=[1.0]))
+    with grpc.insecure_channel(f"127.0.0.1:{one_stream.grpc}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        slow = stub.ModelInfer.future(request, timeout=600)
+        deadline = time.monotonic() + HANG_GUARD
+        while _inflight(one_stream) < 1:  # the slow call holds the connection's one stream
+            assert time.monotonic() < deadline and not slow.done(), "the slow call never started"
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=600).live
+        assert slow.done(), "a second call ran while the first held the only stream"
+        assert list(slow.result().outputs[0].contents.fp32_contents) or slow.result().raw_output_contents
