@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +51,16 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--grpc-port", type=int, help="V2 gRPC port (default 8001)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON lines")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="one log record per REST/gRPC request (request id, model, version, status, latency)",
+    )
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate: serve REST and gRPC over TLS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, help="PEM CA bundle: require client certificates (mutual TLS)")
     p.set_defaults(func=_serve)
 
 
@@ -66,6 +75,7 @@ def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
     from gateway.server import Gateway, run_until_signal
     from gateway.settings import load_settings
 
@@ -77,8 +87,13 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         log_level=args.log_level,
+        log_format=args.log_format,
+        access_log=args.access_log,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.model_repository.is_dir():
         raise ConfigError(f"model repository {settings.model_repository} does not exist or is not a directory")
     run_until_signal(Gateway(settings))
@@ -119,12 +134,6 @@ async def _index(manager: object, load: bool) -> list[dict[str, object]]:
         return rows
     await manager.plan_all()
     return [{**row, "state": "VALID"} if row["state"] == VersionState.LOADING.value else row for row in manager.index()]
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,10 +31,12 @@ from gateway.core.repository import ModelRepository
 from gateway.core.rollout.controller import RolloutController, replica_name
 from gateway.metrics import Metrics
 from gateway.protocols import PROTOCOLS
+from gateway.protocols.grpc_server import GrpcLimits, RequestInterceptor, bounded_server_options
 from gateway.protocols.http_app import HttpApp
+from gateway.protocols.http_guard import ConnectionLimits, guarded_protocol
 from gateway.protocols.mounts import Hook, Mounts, ProtocolContext, mount_all
-from gateway.protocols.v2.grpc_api import grpc_server_options
 from gateway.settings import Settings
+from gateway.tls import grpc_server_credentials, server_ssl_context
 
 log = logging.getLogger("modelgate")
 
@@ -87,6 +90,9 @@ class Gateway:
         from gateway.management.wiring import control_plane
 
         s = self.settings
+        ssl_context = None  # checked before anything binds: a bad certificate is a ConfigError
+        if s.tls_cert is not None and s.tls_key is not None:
+            ssl_context = server_ssl_context(s.tls_cert, s.tls_key, s.tls_client_ca)
         control = control_plane(self.lifecycle, s.token(), ManagementApi(self.lifecycle, rollout_routes(self.rollouts)))
         ctx = ProtocolContext(self.dataplane, self.metrics, s.max_request_bytes, control.repository)
         mounts = mount_all(ctx, self.protocols)
@@ -102,16 +108,18 @@ class Gateway:
             raise
         self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1],
                                 management_sock.getsockname()[1])  # fmt: skip
-        http = _UvicornServer(self._uvicorn_config(HttpApp(mounts.http_routes, mounts.http_fast_paths)))
-        metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry)))
-        management = _UvicornServer(self._uvicorn_config(control.app))
+        app = HttpApp(mounts.http_routes, mounts.http_fast_paths, access_log=s.access_log)
+        http = _UvicornServer(self._uvicorn_config(app, ssl_context))
+        metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry), None))
+        management = _UvicornServer(self._uvicorn_config(control.app, None))
         await grpc_server.start()
         tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock])),
                  asyncio.create_task(management.serve([management_sock]))]  # fmt: skip
         log.info(
-            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d management=%s:%d repository=%s",
+            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d management=%s:%d repository=%s tls=%s",
             s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics,
             s.management_host, self.ports.management, s.model_repository,
+            "off" if s.tls_cert is None else ("mutual" if s.tls_client_ca else "on"),
         )  # fmt: skip
         await self.manager.load_all()
         await self.rollouts.safe_tick()  # resume rollouts recorded in the repository before serving
@@ -137,15 +145,32 @@ class Gateway:
     def _grpc_server(self, mounts: Mounts) -> tuple[grpc.aio.Server, int]:
         """A gRPC server with every mounted service, bound to the gRPC port (OSError if it cannot bind)."""
         s = self.settings
-        server = grpc.aio.server(options=grpc_server_options(s.grpc_max_message_bytes))
+        limits = GrpcLimits(
+            max_message_bytes=s.grpc_max_message_bytes,
+            max_metadata_bytes=s.http_max_header_bytes,
+            max_concurrent_streams=s.grpc_max_concurrent_streams,
+            max_connection_age=s.grpc_max_connection_age_seconds,
+            max_connection_age_grace=s.grpc_max_connection_age_grace_seconds,
+            keepalive=s.grpc_keepalive_seconds,
+            keepalive_timeout=s.grpc_keepalive_timeout_seconds,
+            min_ping_interval=s.grpc_min_ping_interval_seconds,
+            handshake_timeout=s.grpc_handshake_timeout_seconds,
+        )
+        server = grpc.aio.server(
+            options=bounded_server_options(limits), interceptors=[RequestInterceptor(access_log=s.access_log)]
+        )
         for install in mounts.grpc_services:
             install(server)
+        address = f"{s.host}:{s.grpc_port}"
         try:
-            port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+            if s.tls_cert is not None and s.tls_key is not None:
+                port = server.add_secure_port(address, grpc_server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca))
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if port == 0:
-            raise OSError(f"cannot bind gRPC port {s.host}:{s.grpc_port} (in use?)")
+            raise OSError(f"cannot bind gRPC port {address} (in use?)")
         return server, port
 
     async def _health_loop(self) -> None:
@@ -154,16 +179,25 @@ class Gateway:
             await asyncio.sleep(self.settings.health_check_seconds)
             await self.manager.check_health()
 
-    def _uvicorn_config(self, app: object) -> uvicorn.Config:
+    def _uvicorn_config(self, app: object, ssl_context: ssl.SSLContext | None) -> uvicorn.Config:
+        s = self.settings
+        limits = ConnectionLimits(
+            header_timeout=s.http_header_timeout_seconds,
+            body_timeout=s.http_body_timeout_seconds,
+            max_header_bytes=s.http_max_header_bytes,
+            max_connections=s.http_max_connections,
+        )
         return uvicorn.Config(
             app,  # type: ignore[arg-type]
             lifespan="off",
-            http="httptools",
-            log_level=self.settings.log_level,
-            access_log=self.settings.access_log,
-            timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds),
-            timeout_keep_alive=30,
+            http=guarded_protocol(limits),
+            log_level=s.log_level,
+            log_config=None,  # uvicorn's loggers go through the gateway's handler (text or JSON)
+            access_log=False,  # the gateway writes its own access log (modelgate.access)
+            timeout_graceful_shutdown=int(s.shutdown_grace_seconds),
+            timeout_keep_alive=s.http_keep_alive_seconds,  # type: ignore[arg-type]
             server_header=False,
+            ssl_context_factory=None if ssl_context is None else (lambda _config, _default: ssl_context),
         )
 
 

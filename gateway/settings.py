@@ -78,7 +78,72 @@ class Settings(BaseSettings):
               "removed ones, every deployment_poll_seconds."),
     ] = False  # fmt: skip
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    access_log: Annotated[bool, Field(description="Log every HTTP request (costs throughput).")] = False
+    log_format: Annotated[
+        Literal["text", "json"], Field(description="Log lines as text, or one JSON object per line.")
+    ] = "text"
+    access_log: Annotated[
+        bool,
+        Field(description="One log record per REST and gRPC request: request id, model, version, status, latency."),
+    ] = False
+    # -- bounded connections: REST (and the metrics port) ---------------------------------------
+    http_header_timeout_seconds: Annotated[
+        float, Field(gt=0, description="A request's headers must arrive within this time of its first byte.")
+    ] = 10.0
+    http_body_timeout_seconds: Annotated[
+        float, Field(gt=0, description="A request's body must arrive within this time of its headers.")
+    ] = 60.0
+    http_keep_alive_seconds: Annotated[
+        float, Field(gt=0, description="An idle keep-alive connection is closed after this time.")
+    ] = 30.0
+    http_max_header_bytes: Annotated[
+        int, Field(ge=1024, description="Largest request line plus headers; larger gets 431 and the connection closed.")
+    ] = 32 * 1024
+    http_max_connections: Annotated[
+        int, Field(ge=1, description="Open REST connections at most; one more is answered 503 and closed at once.")
+    ] = 1000
+    # -- bounded connections: gRPC -------------------------------------------------------------
+    grpc_max_concurrent_streams: Annotated[
+        int, Field(ge=1, description="Concurrent calls per gRPC connection (HTTP/2 streams).")
+    ] = 100
+    grpc_max_connection_age_seconds: Annotated[
+        float, Field(gt=0, description="A gRPC connection is asked to go away (GOAWAY) after this time.")
+    ] = 3600.0
+    grpc_max_connection_age_grace_seconds: Annotated[
+        float, Field(ge=0, description="Calls still running on an aged-out connection get this long to finish.")
+    ] = 30.0
+    grpc_keepalive_seconds: Annotated[
+        float, Field(gt=0, description="The server pings an idle gRPC connection this often to find dead peers.")
+    ] = 60.0
+    grpc_keepalive_timeout_seconds: Annotated[
+        float, Field(gt=0, description="A keepalive ping unanswered this long closes the connection.")
+    ] = 20.0
+    grpc_min_ping_interval_seconds: Annotated[
+        float,
+        Field(gt=0, description="Clients pinging more often than this are sent GOAWAY (keepalive enforcement)."),
+    ] = 10.0
+    grpc_handshake_timeout_seconds: Annotated[
+        float, Field(gt=0, description="A new gRPC connection must finish its (TLS and HTTP/2) handshake within this.")
+    ] = 10.0
+    # -- TLS ------------------------------------------------------------------------------------
+    tls_cert: Annotated[
+        Path | None, Field(description="PEM certificate (chain): REST and gRPC serve TLS when given (with tls_key).")
+    ] = None
+    tls_key: Annotated[Path | None, Field(description="PEM private key of tls_cert.")] = None
+    tls_client_ca: Annotated[
+        Path | None, Field(description="PEM CA bundle: clients must present a certificate it signed (mutual TLS).")
+    ] = None
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        return self
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Settings:

@@ -43,3 +43,36 @@ def test_bad_settings_file_names_the_field(tmp_path: Path, text: str, needle: st
 def test_missing_settings_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_connection_bounds_and_tls_defaults() -> None:
+    s = load_settings()
+    assert (s.http_header_timeout_seconds, s.http_body_timeout_seconds, s.http_keep_alive_seconds) == (10, 60, 30)
+    assert (s.http_max_header_bytes, s.http_max_connections) == (32 * 1024, 1000)
+    assert (s.grpc_max_concurrent_streams, s.grpc_max_connection_age_seconds, s.grpc_min_ping_interval_seconds) == (
+        100, 3600, 10,
+    )  # fmt: skip
+    assert (s.tls_cert, s.tls_key, s.tls_client_ca, s.log_format, s.access_log) == (None, None, None, "text", False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"tls_cert": "cert.pem"}, "tls_cert and tls_key must be given together"),
+        ({"tls_key": "key.pem"}, "tls_cert and tls_key must be given together"),
+        ({"tls_cert": "absent.pem", "tls_key": "absent.key"}, "tls_cert absent.pem is not a readable file"),
+        ({"http_header_timeout_seconds": 0}, "http_header_timeout_seconds"),
+        ({"http_max_connections": 0}, "http_max_connections"),
+        ({"log_format": "xml"}, "log_format"),
+    ],
+)
+def test_bad_connection_and_tls_settings_name_the_field(overrides: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(**overrides)
+
+
+def test_client_ca_needs_a_certificate(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    with pytest.raises(ConfigError, match="tls_client_ca needs tls_cert and tls_key"):
+        load_settings(tls_client_ca=ca)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 
 from gateway.core.errors import GatewayError
+from gateway.logs import CURRENT_REQUEST, current_request_id
 from gateway.metrics import Metrics, RequestLabels, outcome_of
 from gateway.protocols.grpc_errors import abort_internal, abort_with, status_for
 
@@ -42,11 +43,17 @@ async def measured_rpc(
         code, client_error = grpc.StatusCode.CANCELLED, True
         raise
     except Exception:
-        log.exception("unexpected error in a %s call for model %r", protocol, labels.model[:64])
+        log.exception(
+            "unexpected error in a %s call for model %r (request id %s)", protocol, labels.model[:64],
+            current_request_id(),
+        )  # fmt: skip
         code, server_error = grpc.StatusCode.INTERNAL, True
         await abort_internal(context)
     finally:
         inflight.dec()
+        info = CURRENT_REQUEST.get()
+        if info is not None:
+            info.protocol, info.model, info.version = protocol, labels.model, labels.version
         metrics.observe_request(
             labels.model, labels.version, protocol, code.name, outcome_of(client_error, server_error),
             time.perf_counter() - started,

@@ -18,6 +18,7 @@ from typing import Any, Final, NoReturn
 import grpc
 
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.logs import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,22 @@ def status_for(error: GatewayError) -> grpc.StatusCode:
 
 
 def trailing_metadata_for(error: GatewayError) -> tuple[tuple[str, str], ...]:
-    """``retry-after`` (whole seconds, at least 1) when the error says when to retry, else nothing."""
+    """``retry-after`` (whole seconds, at least 1) when the error says when to retry, and the request id."""
     if error.retry_after is None:
-        return ()
-    return ((RETRY_AFTER_KEY, str(max(1, math.ceil(error.retry_after)))),)
+        return request_id_metadata()
+    return ((RETRY_AFTER_KEY, str(max(1, math.ceil(error.retry_after)))), *request_id_metadata())
+
+
+def request_id_metadata() -> tuple[tuple[str, str], ...]:
+    """``x-request-id`` of the call being served, if any (aborting replaces earlier trailing metadata)."""
+    request_id = current_request_id()
+    return () if request_id is None else ((REQUEST_ID_HEADER, request_id),)
+
+
+def internal_details() -> str:
+    """The generic details of an unexpected failure, with the request id the log carries too."""
+    request_id = current_request_id()
+    return INTERNAL_DETAILS if request_id is None else f"{INTERNAL_DETAILS} (request id {request_id})"
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
@@ -62,7 +75,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Gateway
 
 async def abort_internal(context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
     """End the call with INTERNAL and a generic message (the caller logs the traceback)."""
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAILS)
+    await context.abort(grpc.StatusCode.INTERNAL, internal_details(), request_id_metadata())
     raise AssertionError("unreachable: ServicerContext.abort always raises")  # pragma: no cover
 
 
@@ -81,5 +94,5 @@ async def status_on_error(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncI
     except GatewayError as error:
         await abort_with(context, error)
     except Exception:
-        log.exception("unexpected error in a gRPC handler")
+        log.exception("unexpected error in a gRPC handler (request id %s)", current_request_id())
         await abort_internal(context)

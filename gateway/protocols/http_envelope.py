@@ -13,9 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gateway.core.errors import GatewayError
+from gateway.logs import CURRENT_REQUEST, current_request_id
 from gateway.metrics import Metrics, RequestLabels, outcome_of
 from gateway.protocols.http import Scope, Send, respond
-from gateway.protocols.http_errors import error_body, error_headers, error_status
+from gateway.protocols.http_errors import error_body, error_headers, error_status, internal_error_message
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,14 @@ async def measured(
         status, server_error = error_status(exc), not exc.is_client_error
         await respond(send, status, error_body(exc.message), extra=error_headers(exc))
     except Exception:
-        log.exception("unexpected error serving %s", scope["path"])
+        log.exception("unexpected error serving %s (request id %s)", scope["path"], current_request_id())
         status, server_error = 500, True
-        await respond(send, 500, error_body("internal error (see the gateway log)"))
+        await respond(send, 500, error_body(internal_error_message()))
     finally:
         inflight.dec()
+        info = CURRENT_REQUEST.get()
+        if info is not None:
+            info.protocol, info.model, info.version = protocol, labels.model, labels.version
         metrics.observe_request(
             labels.model, labels.version, protocol, str(status), outcome_of(status >= 400, server_error),
             time.perf_counter() - started,

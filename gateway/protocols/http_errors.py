@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.logs import current_request_id
 
 HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.INVALID_ARGUMENT: 400,
@@ -32,11 +33,24 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
+#: Tells the client (and uvicorn) the connection ends here: a refused body is not read any further.
+CLOSE: tuple[bytes, bytes] = (b"connection", b"close")
+
+
 def error_headers(exc: GatewayError) -> list[tuple[bytes, bytes]]:
-    """Extra headers: Retry-After (whole seconds) on overload."""
+    """Extra headers: Retry-After (whole seconds) on overload; Connection: close on a body too large."""
+    if exc.kind is ErrorKind.PAYLOAD_TOO_LARGE:
+        return [CLOSE]
     if exc.retry_after is None:
         return []
     return [(b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode())]
+
+
+def internal_error_message() -> str:
+    """The generic message of an unexpected failure, with the request id the log carries too."""
+    request_id = current_request_id()
+    suffix = "" if request_id is None else f", request id {request_id}"
+    return f"internal error (see the gateway log{suffix})"
 
 
 def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,13 +21,18 @@ _MANAGEMENT = re.compile(r"modelgate listening: .* management=[^ ]+:(\d+) ")
 class ServerProcess:
     """A ``modelgate serve`` child; ``start()`` returns once the gateway reports ready."""
 
-    def __init__(self, repo: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, repo: Path, *extra: str, env: dict[str, str] | None = None, ready_url_scheme: str = "http",
+        ready_context: ssl.SSLContext | None = None,
+    ) -> None:  # fmt: skip
         self.args = [sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
                      "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *extra]  # fmt: skip
         self.env = {"MODELGATE_MANAGEMENT_PORT": "0", **os.environ, **(env or {})}
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self.http = self.grpc = self.metrics = self.management = 0
+        self.scheme = ready_url_scheme
+        self.ready_context = ready_context
 
     def start(self, timeout: float = 60) -> ServerProcess:
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -49,7 +55,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
+        return f"{self.scheme}://127.0.0.1:{self.http}"
 
     @property
     def management_url(self) -> str:
@@ -70,12 +76,29 @@ class ServerProcess:
         self._drainer.join(10)
         return code
 
+    def run_to_exit(self, timeout: float = 120) -> tuple[int, str]:
+        """Run a command that is expected to exit by itself (e.g. refused settings): exit code and stderr."""
+        done = subprocess.run(self.args, capture_output=True, text=True, env=self.env, timeout=timeout)
+        return done.returncode, done.stderr
+
+    def wait_for_log(self, needle: str, timeout: float = 60) -> str:
+        """The first log line containing ``needle``, polling until it appears (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.lines):
+                if needle in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no log line with {needle!r}:\n{self.log()}")
+            time.sleep(0.05)
+
     def log(self) -> str:
         return "".join(self.lines)
 
     def _ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+            verify: ssl.SSLContext | bool = self.ready_context or True
+            return httpx.get(f"{self.url}/v2/health/ready", timeout=2, verify=verify).status_code == 200
         except httpx.TransportError:
             return False
 

@@ -99,8 +99,15 @@ class V2Rest:
         self, scope: Scope, body: bytes, target: ServedVersion, model: str, version: str | None
     ) -> InferRequest:
         rules = self.dataplane.input_rules(target)
+        if not body:
+            raise InvalidInput("request body is empty: send an InferRequest (JSON, or JSON header + binary tensors)")
         raw_length = header(scope, HEADER_LENGTH.encode())
         if raw_length is None:
+            if header(scope, b"content-type") == b"application/octet-stream":
+                raise InvalidInput(
+                    "an application/octet-stream body needs the Inference-Header-Content-Length header "
+                    "(the length of its JSON header; 0 for the raw data of a single-input model)"
+                )
             return decode_request(body, None, model, version, rules)
         if not raw_length.isdigit() or len(raw_length) > 18:
             raise InvalidInput("Inference-Header-Content-Length must be a non-negative integer")

@@ -1,0 +1,163 @@
+"""Bounded HTTP/1.1 connections: uvicorn's httptools protocol with deadlines and limits.
+
+uvicorn has no deadline for receiving a request: its ``timeout_keep_alive`` is restarted by
+every byte, so a client trickling partial headers (slowloris) or part of a body holds its
+connection, and a file descriptor, for ever. :func:`guarded_protocol` makes a subclass that
+enforces, per connection:
+
+- a **header deadline**: the request line and headers must be complete within
+  ``header_timeout`` of the request's first byte (of the connection, for the first request);
+  otherwise 408 and the connection is closed;
+- a **body deadline**: the body must be complete within ``body_timeout`` of the headers;
+  otherwise the connection is closed (the handler sees a disconnect);
+- a **header size limit**: more than ``max_header_bytes`` of request line plus headers gets
+  431 and the connection is closed, before the headers are parsed any further;
+- a **connection limit**: a connection beyond ``max_connections`` open ones is answered 503
+  at once and closed (never queued, never left hanging).
+
+The idle keep-alive timeout between requests stays uvicorn's (``timeout_keep_alive``), which is
+sound there because the header deadline starts with the next request's first byte.
+
+One timer per connection, re-armed lazily: moving a deadline only stores a number, so the
+cost on the hot path is a few attribute writes per request (measured in docs/performance.md).
+Every refusal is a JSON ``{"error": ...}`` in the gateway's words, including the 400 for a
+request the HTTP parser rejects (uvicorn's own is plain text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+_END_OF_HEADERS: Final = b"\r\n\r\n"
+_REASONS: Final = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+                   503: b"Service Unavailable"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What a REST connection may take (the ``http_*`` settings)."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_header_bytes: int = 32 * 1024
+    max_connections: int = 1000
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A complete HTTP/1.1 response with a JSON error body that closes the connection."""
+    body = orjson.dumps({"error": message})
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    return head % (status, _REASONS[status], len(body)) + body
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class enforcing ``limits`` (pass it as ``uvicorn.Config(http=...)``)."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """See the module docstring; use :func:`guarded_protocol` to bind the limits."""
+
+    limits: ConnectionLimits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_headers = True  # the next bytes belong to a request line or headers
+        self._header_bytes = 0
+        self._expires: float | None = None  # when the current deadline passes (None: no deadline)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    # -- connection limit ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.server_state.connections) >= self.limits.max_connections:
+            message = f"too many connections (the limit is {self.limits.max_connections}); retry later"
+            transport.write(error_response(503, message))
+            transport.close()
+            self.transport = transport  # so that connection_lost finds it; the connection is never counted
+            self._refused = True
+            return
+        self._refused = False
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._expires = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._refused:
+            return
+        super().connection_lost(exc)
+
+    # -- header size and deadlines -------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            if self._expires is None:  # the first byte of the next request on a kept-alive connection
+                self._arm(self.limits.header_timeout)
+            end = data.find(_END_OF_HEADERS)
+            self._header_bytes += len(data) if end < 0 else end + len(_END_OF_HEADERS)
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._refuse(431, f"request headers are over the limit of {self.limits.max_header_bytes} bytes")
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._arm(self.limits.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_headers = True
+        self._header_bytes = 0
+        self._expires = None
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "malformed HTTP request")
+
+    # -- the one lazy timer --------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        self._expires = expires = self.loop.time() + seconds
+        if self._timer is not None and self._timer_at <= expires:
+            return  # fires earlier and re-arms itself for the rest
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = expires
+        self._timer = self.loop.call_at(expires, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        expires = self._expires
+        if expires is None or self.transport.is_closing():
+            return
+        if self.loop.time() < expires:
+            self._timer_at = expires
+            self._timer = self.loop.call_at(expires, self._on_timer)
+            return
+        self._expires = None
+        if self._in_headers:
+            log.debug("closing a connection from %s: request headers not complete in time", self.client)
+            self._refuse(408, f"request headers not received within {self.limits.header_timeout:g} s")
+        else:
+            log.debug("closing a connection from %s: request body not complete in time", self.client)
+            self.transport.close()  # the handler reading the body sees a disconnect
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` (unless a response is under way) and close the connection."""
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(error_response(status, message))
+        self.transport.close()
