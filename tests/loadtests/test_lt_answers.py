@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from gateway.core.codec.datatypes import V2_TO_NUMPY
+from gateway.core.codec.limits import DEFAULT_LIMITS, InputRules
 from gateway.core.types import InferRequest, InferResponse, Tensor
 from gateway.core.types import TensorSpec as CoreSpec
 from gateway.protocols.tfserving import json_codec as tfs_json
@@ -57,18 +58,23 @@ def test_pool_round_trips_bytes_without_pickles(tmp_path: Path) -> None:
     assert all(same(loaded.inputs[k], v) for k, v in pool.inputs.items())
 
 
+def rules() -> InputRules:
+    """The gateway's input rules for SPECS (no max batch, default limits)."""
+    return InputRules.for_inputs([CoreSpec(s.name, s.datatype, s.shape) for s in SPECS], 0, DEFAULT_LIMITS)
+
+
 def test_v2_json_and_binary_bodies_decode_in_the_gateway(request_tensors: dict[str, np.ndarray]) -> None:
-    decoded = v2_json.decode_request(wire.v2_json_body(request_tensors, SPECS), None, "m", None)
+    decoded = v2_json.decode_request(wire.v2_json_body(request_tensors, SPECS), None, "m", None, rules())
     assert all(same(t.data, request_tensors[t.name]) for t in decoded.inputs)
     body, header_length = wire.v2_binary_body(request_tensors, SPECS)
-    decoded = v2_json.decode_request(body, header_length, "m", None)
+    decoded = v2_json.decode_request(body, header_length, "m", None, rules())
     assert all(same(t.data, request_tensors[t.name]) for t in decoded.inputs)
     assert decoded.parameters == {"binary_data_output": True}
 
 
 def test_grpc_requests_decode_in_the_gateway(request_tensors: dict[str, np.ndarray]) -> None:
     message = wire.v2_grpc_request("m", "2", request_tensors, SPECS)
-    decoded = ModelInferRequestConverter.to_types(message)
+    decoded = ModelInferRequestConverter.to_types(message, rules())
     assert decoded.model_version == "2"
     assert all(same(t.data, request_tensors[t.name]) for t in decoded.inputs)
     predict = wire.tfs_grpc_request("m", "2", request_tensors, SPECS)
@@ -78,8 +84,7 @@ def test_grpc_requests_decode_in_the_gateway(request_tensors: dict[str, np.ndarr
 
 def test_tfs_rest_body_decodes_in_the_gateway(request_tensors: dict[str, np.ndarray]) -> None:
     doc = tfs_json.parse_predict_body(wire.tfs_rest_body(request_tensors, SPECS))
-    core = [CoreSpec(s.name, s.datatype, s.shape) for s in SPECS]
-    tensors, _ = tfs_json.decode_predict(doc, core)
+    tensors, _ = tfs_json.decode_predict(doc, rules())
     assert all(same(t.data, request_tensors[t.name]) for t in tensors)
 
 
