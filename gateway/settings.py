@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     ] = False  # fmt: skip
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: Annotated[bool, Field(description="Log every HTTP request (costs throughput).")] = False
+    # -- tracing (issue 12) --
+    otlp_endpoint: Annotated[
+        str | None,
+        Field(pattern=r"^https?://[^\s/]+(/\S*)?$",
+              description="OTLP/HTTP collector (e.g. http://otel-collector:4318) to export request spans to; "
+              "unset: no tracing, and OpenTelemetry is not even imported."),
+    ] = None  # fmt: skip
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Settings:

@@ -1,0 +1,20 @@
+"""Tracing for the gateway process: the no-op tracer, or OpenTelemetry when an endpoint is configured.
+
+This module imports no OpenTelemetry: :mod:`gateway.tracing.otel` is imported only when
+``otlp_endpoint`` is set, so a gateway without tracing never loads it.
+"""
+
+from __future__ import annotations
+
+from gateway.core.tracing import NO_TRACER, Tracer
+
+
+def tracer_for(endpoint: str | None) -> Tracer:
+    """Spans exported over OTLP/HTTP to ``endpoint``, or the no-op tracer when there is none."""
+    if not endpoint:
+        return NO_TRACER
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from gateway.tracing.otel import otel_tracer, otlp_exporter
+
+    return otel_tracer(BatchSpanProcessor(otlp_exporter(endpoint)))
