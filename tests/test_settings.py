@@ -43,3 +43,19 @@ def test_bad_settings_file_names_the_field(tmp_path: Path, text: str, needle: st
 def test_missing_settings_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_otlp_endpoint_comes_from_the_environment() -> None:
+    script = "from gateway.settings import load_settings; print(load_settings().otlp_endpoint)"
+    env = {**os.environ, "MODELGATE_OTLP_ENDPOINT": "http://otel-collector:4318"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "http://otel-collector:4318", out.stderr
+    assert load_settings().otlp_endpoint is None  # off by default
+
+
+@pytest.mark.parametrize("value", ["collector:4318", "ftp://collector", "http://", "http://a b"])
+def test_a_bad_otlp_endpoint_names_the_field(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"otlp_endpoint: {json.dumps(value)}\n")
+    with pytest.raises(ConfigError, match=r"otlp_endpoint: .*must be an http:// or https:// URL"):
+        load_settings(config)

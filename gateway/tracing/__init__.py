@@ -6,7 +6,19 @@ This module imports no OpenTelemetry: :mod:`gateway.tracing.otel` is imported on
 
 from __future__ import annotations
 
+import re
+
 from gateway.core.tracing import NO_TRACER, Tracer
+
+
+_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+
+
+def check_otlp_endpoint(value: str | None) -> str | None:
+    """The ``otlp_endpoint`` setting: unset, or an http(s) URL (a settings validator)."""
+    if value is not None and value and not _URL.fullmatch(value):
+        raise ValueError("must be an http:// or https:// URL such as http://otel-collector:4318")
+    return value or None
 
 
 def tracer_for(endpoint: str | None) -> Tracer:

@@ -48,6 +48,9 @@ class OtelTracer:
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
         self._tracer = provider.get_tracer("modelgate", __version__)
+        #: Added to ``perf_counter`` nanoseconds for the wall-clock nanoseconds spans carry (fixed once, so
+        #: one moment recorded for several requests has one timestamp).
+        self._offset = time.time_ns() - time.perf_counter_ns()
 
     @contextmanager
     def span(
@@ -62,7 +65,7 @@ class OtelTracer:
         return OtelSpan(trace.get_current_span())
 
     def record(self, span: Recorded) -> None:
-        self._record(span, None, _clock_offset_ns())
+        self._record(span, None, self._offset)
 
     def _record(self, recorded: Recorded, parent: trace.Span | None, offset: int) -> None:
         context = trace.set_span_in_context(parent) if parent is not None else None
@@ -78,11 +81,6 @@ class OtelTracer:
     def close(self) -> None:
         """Flush what is buffered and stop the exporter."""
         self.provider.shutdown()
-
-
-def _clock_offset_ns() -> int:
-    """Add to ``perf_counter`` nanoseconds to get the wall-clock nanoseconds OpenTelemetry records."""
-    return time.time_ns() - time.perf_counter_ns()
 
 
 def _ns(perf_seconds: float, offset: int) -> int:
