@@ -10,7 +10,6 @@ import re
 
 from gateway.core.tracing import NO_TRACER, Tracer
 
-
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 
 

@@ -7,6 +7,7 @@ background thread, so a slow or absent collector never delays a request.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway import __version__
+from gateway.core.errors import GatewayError
 from gateway.core.tracing import Attributes, AttributeValue, Recorded
 
 SERVICE_NAME = "modelgate"
@@ -58,8 +60,14 @@ class OtelTracer:
     ) -> Iterator[OtelSpan]:
         parent = propagate.extract(carrier) if carrier is not None else None
         kind = SpanKind.SERVER if carrier is not None else SpanKind.INTERNAL
-        with self._tracer.start_as_current_span(name, parent, kind, attributes) as span:
-            yield OtelSpan(span)
+        with self._tracer.start_as_current_span(
+            name, parent, kind, attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield OtelSpan(span)
+            except BaseException as exc:
+                span.set_status(Status(StatusCode.ERROR, _failure(exc)))
+                raise
 
     def current(self) -> OtelSpan:
         return OtelSpan(trace.get_current_span())
@@ -85,6 +93,15 @@ class OtelTracer:
 
 def _ns(perf_seconds: float, offset: int) -> int:
     return int(perf_seconds * 1e9) + offset
+
+
+def _failure(exc: BaseException) -> str:
+    """What a failed span says: the gateway's own message (never a traceback or a library's text)."""
+    if isinstance(exc, GatewayError):
+        return f"{exc.kind.value}: {exc.message}"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "internal error"
 
 
 def otel_tracer(*processors: SpanProcessor) -> OtelTracer:
