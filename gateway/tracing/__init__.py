@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from gateway.core.errors import ConfigError
 from gateway.core.tracing import NO_TRACER, Tracer
 
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
@@ -24,8 +25,14 @@ def tracer_for(endpoint: str | None) -> Tracer:
     """Spans exported over OTLP/HTTP to ``endpoint``, or the no-op tracer when there is none."""
     if not endpoint:
         return NO_TRACER
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.exporter.otlp.proto.http import trace_exporter  # noqa: F401
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from gateway.tracing.otel import otel_tracer, otlp_exporter
+        from gateway.tracing.otel import otel_tracer, otlp_exporter
+    except ImportError:
+        raise ConfigError(
+            "otlp_endpoint is set but the tracing packages are not installed (pip install 'modelgate[tracing]')"
+        ) from None
 
     return otel_tracer(BatchSpanProcessor(otlp_exporter(endpoint)))
