@@ -6,9 +6,13 @@ OTLP protobuf messages; closing the tracer flushes (no waiting on a batch timer)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -90,3 +94,20 @@ def test_no_endpoint_is_the_no_op_tracer() -> None:
 )
 def test_an_endpoint_without_a_path_gets_the_otlp_traces_path(endpoint: str, url: str) -> None:
     assert traces_url(endpoint) == url
+
+
+def test_serve_with_an_endpoint_but_without_the_packages_exits_2(tmp_path: Path) -> None:
+    """As in the gateway image (no `tracing` extra): a clear one-line error, not a traceback."""
+    script = (
+        "import sys; sys.modules['opentelemetry'] = None  # as if the package were not installed\n"
+        "from gateway.cli import main; sys.exit(main(['serve', '--model-repository', sys.argv[1]]))"
+    )
+    env = {**os.environ, "MODELGATE_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "modelgate: error: otlp_endpoint is set but the tracing packages are not installed "
+        "(pip install 'modelgate[tracing]')"
+    )
+    assert "Traceback" not in done.stderr
