@@ -220,3 +220,30 @@ asyncio.run(main())
                           cwd=Path(__file__).parents[2])  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.frameworks
+@pytest.mark.parametrize("batching", ["", "dynamic_batching: {}\n"])
+async def test_tflite_request_span_tree(tmp_path: Path, batching: str) -> None:
+    """The same tree on the in-process TFLite backend (the demo Keras CNN's fp32 TFLite version)."""
+    artifact = Path(__file__).resolve().parents[2] / "model_repo" / "digits_keras" / "3" / "model.tflite"
+    assert artifact.is_file(), "build the demo models first (make models)"
+    (tmp_path / "cnn" / "1").mkdir(parents=True)
+    shutil.copy(artifact, tmp_path / "cnn" / "1" / "model.tflite")
+    (tmp_path / "cnn" / "config.yaml").write_text(f"backend: tflite\nmax_batch_size: 8\n{batching}", encoding="utf-8")
+    exporter = InMemorySpanExporter()
+    tracer = otel_tracer(SimpleSpanProcessor(exporter))
+    async with loaded(tmp_path, tracer=tracer) as served:
+        transport = httpx.ASGITransport(app=served.http_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            r = await client.post("/v1/models/cnn:predict", json={"instances": np.zeros((1, 8, 8, 1)).tolist()})
+            assert r.status_code == 200, r.text
+    tracer.close()
+    spans = list(exporter.get_finished_spans())
+    root, children = tree(spans)
+    assert root.name == "tfs_rest infer"
+    names = [c.name for c in children]
+    assert names == (["decode", "queue", "batch", "encode"] if batching else ["decode", "queue", "backend", "encode"])
+    call = children_of(children[2], spans) if batching else [children[2]]
+    assert [c.name for c in call] == ["backend"]
+    assert call[0].attributes is not None and call[0].attributes[tracing.BACKEND] == "tflite"
