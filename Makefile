@@ -19,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
-	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[frameworks,loadtest,dev]"
+	$(PIP) install $(FIND_LINKS) -c constraints.txt -e ".[frameworks,loadtest,dev,tracing]"
 	# Its metadata names the full `tensorflow` package; tensorflow-cpu provides it.
 	$(PIP) install --no-deps tensorflow-serving-api==2.21.0
 	# onnx2tf (PyTorch -> SavedModel/TFLite) hard-pins old TensorFlow/numpy/onnx: installed without its

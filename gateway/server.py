@@ -37,6 +37,7 @@ from gateway.protocols.http_guard import ConnectionLimits, guarded_protocol
 from gateway.protocols.mounts import Hook, Mounts, ProtocolContext, mount_all
 from gateway.settings import Settings
 from gateway.tls import grpc_server_credentials, server_ssl_context
+from gateway.tracing import tracer_for
 
 log = logging.getLogger("modelgate")
 
@@ -66,8 +67,9 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.manager = ModelManager(
-            ModelRepository(settings.model_repository), registry or default_registry(), self.metrics
-        )
+            ModelRepository(settings.model_repository), registry or default_registry(), self.metrics,
+            tracer=tracer_for(settings.otlp_endpoint),  # tracing: request spans over OTLP when configured
+        )  # fmt: skip
         limits = TensorLimits(max_bytes=settings.max_tensor_bytes)
         self.dataplane = DataPlane(self.manager, self.metrics, limits)
         self.protocols = tuple(protocols)
@@ -140,6 +142,7 @@ class Gateway:
         await self.rollouts.close()
         await self.dataplane.shadow.drain()
         await self.manager.unload_all()
+        self.manager.tracer.close()  # tracing: flush buffered spans
         log.info("modelgate stopped")
 
     def _grpc_server(self, mounts: Mounts) -> tuple[grpc.aio.Server, int]:

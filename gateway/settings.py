@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from gateway.core.config import format_validation_error, read_yaml_mapping
 from gateway.core.errors import ConfigError
+from gateway.tracing import check_otlp_endpoint
 
 MiB = 1024 * 1024
 
@@ -144,6 +145,14 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name} {path} is not a readable file")
         return self
+
+    # -- tracing (issue 12) --
+    otlp_endpoint: Annotated[
+        str | None,
+        AfterValidator(check_otlp_endpoint),
+        Field(description="OTLP/HTTP collector (e.g. http://otel-collector:4318) to export request spans to; "
+              "unset: no tracing, and OpenTelemetry is not even imported."),
+    ] = None  # fmt: skip
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Settings:

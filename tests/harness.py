@@ -16,6 +16,7 @@ from gateway.core.codec.limits import TensorLimits
 from gateway.core.dataplane import DataPlane, ModelMetadata, ModelRef
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
+from gateway.core.tracing import NO_TRACER, Tracer
 from gateway.core.types import InferRequest, InferResponse
 from gateway.metrics import Metrics
 from gateway.protocols import PROTOCOLS
@@ -44,10 +45,10 @@ class Served:
 
 @asynccontextmanager
 async def loaded(
-    repo: Path, registry: BackendRegistry | None = None, max_tensor_bytes: int = 64 * MiB
+    repo: Path, registry: BackendRegistry | None = None, max_tensor_bytes: int = 64 * MiB, tracer: Tracer = NO_TRACER
 ) -> AsyncIterator[Served]:
     metrics = Metrics()
-    manager = ModelManager(ModelRepository(repo), registry or default_registry(), metrics)
+    manager = ModelManager(ModelRepository(repo), registry or default_registry(), metrics, tracer)
     await manager.load_all()
     try:
         yield Served(DataPlane(manager, metrics, TensorLimits(max_tensor_bytes)), metrics, manager)

@@ -76,3 +76,19 @@ def test_client_ca_needs_a_certificate(tmp_path: Path) -> None:
     ca.write_text("x")
     with pytest.raises(ConfigError, match="tls_client_ca needs tls_cert and tls_key"):
         load_settings(tls_client_ca=ca)
+
+
+def test_otlp_endpoint_comes_from_the_environment() -> None:
+    script = "from gateway.settings import load_settings; print(load_settings().otlp_endpoint)"
+    env = {**os.environ, "MODELGATE_OTLP_ENDPOINT": "http://otel-collector:4318"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "http://otel-collector:4318", out.stderr
+    assert load_settings().otlp_endpoint is None  # off by default
+
+
+@pytest.mark.parametrize("value", ["collector:4318", "ftp://collector", "http://", "http://a b"])
+def test_a_bad_otlp_endpoint_names_the_field(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"otlp_endpoint: {json.dumps(value)}\n")
+    with pytest.raises(ConfigError, match=r"otlp_endpoint: .*must be an http:// or https:// URL"):
+        load_settings(config)

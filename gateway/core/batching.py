@@ -17,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from gateway.core import tracing
+from gateway.core.tracing import NO_TRACER, Recorded, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,28 @@ class _Pending:
     key: tuple[object, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     enqueued: float
+    #: Only when tracing: this request's way through the batcher.
+    timeline: _Timeline | None = None
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """``perf_counter`` times of one request in the batcher, and the batch it ran in."""
+
+    enqueued: float
+    dispatched: float = 0.0
+    called: float = 0.0
+    returned: float = 0.0
+    rows: int = 0
+    requests: int = 0
+    error: str | None = None
+
+    def batch_span(self, backend: str) -> Recorded:
+        """The batch this request ran in, holding its ``backend`` call (``dispatched`` must be set)."""
+        end = self.returned or time.perf_counter()
+        call = Recorded("backend", self.called or self.dispatched, end, {tracing.BACKEND: backend}, error=self.error)
+        batch_attributes = {tracing.BATCH_ROWS: self.rows, tracing.BATCH_REQUESTS: self.requests}
+        return Recorded("batch", self.dispatched, end, batch_attributes, (call,), self.error)
 
 
 class DynamicBatcher:
@@ -50,6 +76,8 @@ class DynamicBatcher:
         max_delay_seconds: float = 0.0,
         preferred_sizes: Sequence[int] = (),
         observer: BatchObserver | None = None,
+        tracer: Tracer = NO_TRACER,
+        backend: str = "",
     ) -> None:
         self._infer = infer
         self.max_batch_size = max_batch_size
@@ -58,6 +86,8 @@ class DynamicBatcher:
         #: Rows a batch aims for: the largest preferred size, else the max batch size.
         self.target_rows = self.preferred_sizes[-1] if self.preferred_sizes else max_batch_size
         self._observer = observer
+        self._tracer = tracer
+        self._backend = backend
         self._slots = asyncio.Semaphore(concurrency)
         self._queue: list[_Pending] = []
         self._filled = asyncio.Event()
@@ -72,12 +102,26 @@ class DynamicBatcher:
         key = (tuple(outputs), tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items())))
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, tuple(outputs), first.shape[0], key, loop.create_future(), loop.time())
+        if self._tracer.enabled:
+            pending.timeline = _Timeline(time.perf_counter())
         self._queue.append(pending)
         if self._queued_rows() >= self.target_rows:
             self._filled.set()
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch())
-        return await pending.future
+        if pending.timeline is None:
+            return await pending.future
+        try:
+            return await pending.future
+        finally:
+            self._record(pending.timeline)
+
+    def _record(self, timeline: _Timeline) -> None:
+        """Report this request's queue wait, then its batch and backend call (in the request's own task)."""
+        queued_until = timeline.dispatched or time.perf_counter()
+        self._tracer.record(Recorded("queue", timeline.enqueued, queued_until, {}))
+        if timeline.dispatched:
+            self._tracer.record(timeline.batch_span(self._backend))
 
     async def _dispatch(self) -> None:
         try:
@@ -133,6 +177,8 @@ class DynamicBatcher:
         return fitting[-1] if fitting else self.max_batch_size
 
     def _observe(self, batch: list[_Pending]) -> None:
+        if self._tracer.enabled:
+            _mark_dispatched(batch)
         if self._observer is None:
             return
         now = asyncio.get_running_loop().time()
@@ -144,7 +190,15 @@ class DynamicBatcher:
                 merged = batch[0].inputs
             else:
                 merged = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
-            results = await self._infer(merged, batch[0].outputs)
+            called = time.perf_counter() if self._tracer.enabled else 0.0
+            try:
+                results = await self._infer(merged, batch[0].outputs)
+            except BaseException:
+                if called:
+                    _mark_called(batch, called, failed=True)
+                raise
+            if called:
+                _mark_called(batch, called, failed=False)
         except BaseException as exc:  # every waiter gets the backend's error; nothing is lost silently
             for pending in batch:
                 if not pending.future.done():
@@ -157,6 +211,23 @@ class DynamicBatcher:
         self.batches += 1
         self.rows += sum(p.rows for p in batch)
         _split(batch, results)
+
+
+def _mark_dispatched(batch: list[_Pending]) -> None:
+    now = time.perf_counter()
+    rows = sum(p.rows for p in batch)
+    for pending in batch:
+        if pending.timeline is not None:
+            pending.timeline.dispatched, pending.timeline.rows, pending.timeline.requests = now, rows, len(batch)
+
+
+def _mark_called(batch: list[_Pending], called: float, failed: bool) -> None:
+    returned = time.perf_counter()
+    for pending in batch:
+        if pending.timeline is not None:
+            pending.timeline.called, pending.timeline.returned = called, returned
+            if failed:
+                pending.timeline.error = "the backend call failed"
 
 
 def _split(batch: list[_Pending], results: dict[str, np.ndarray]) -> None:

@@ -11,10 +11,14 @@ calls the backend and shapes the response. Protocols never see the model manager
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from gateway import __version__
+from gateway.core.batching import InferFn
 from gateway.core.codec.datatypes import numpy_dtype
 from gateway.core.codec.limits import DEFAULT_LIMITS, InputRules, TensorLimits
 from gateway.core.errors import BackendError, GatewayError, ModelNotReady
@@ -22,6 +26,7 @@ from gateway.core.events import NO_EVENTS, CoreEvents
 from gateway.core.evidence import EvidenceBook
 from gateway.core.models import ModelManager, ServedVersion, VersionState
 from gateway.core.shadow import ShadowMirror
+from gateway.core.tracing import BACKEND, QUEUE_DEPTH, REQUEST_ID, VERSION, Recorded, Tracer
 from gateway.core.types import InferRequest, InferResponse, Signature, Tensor, TensorSpec
 from gateway.core.validation import select_outputs, validate_inputs
 
@@ -106,6 +111,11 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
+    @property
+    def tracer(self) -> Tracer:
+        """Where protocols report request spans (the manager's; a no-op unless tracing is configured)."""
+        return self._manager.tracer
+
     # -- resolution ---------------------------------------------------------------------
 
     def resolve(self, ref: ModelRef) -> ServedVersion:
@@ -168,6 +178,8 @@ class DataPlane:
         A request that named no version (``request.model_version`` empty: the traffic split chose the
         target) may be copied to the model's shadow version after it has been answered.
         """
+        if self.tracer.enabled:
+            self._trace_request(target, request)
         response = await self._run(target, request, observe=True)
         if not request.model_version:
             self.shadow.mirror(self._manager.get(target.model), target, request, response)
@@ -182,6 +194,8 @@ class DataPlane:
         names = [spec.name for spec in wanted]
         call = target.call
         started = time.perf_counter()
+        if self.tracer.enabled and target.config.dynamic_batching is None:
+            call = self._traced(target, call, started)
         try:
             results = await target.gate.run(lambda: call(arrays, names))
         except GatewayError as exc:
@@ -197,6 +211,27 @@ class DataPlane:
             self.evidence.observe(target.model, target.version, True, time.perf_counter() - started)
         outputs = [_output_tensor(spec, results) for spec in wanted]
         return InferResponse(target.model, str(target.version), outputs, id=request.id)
+
+    def _trace_request(self, target: ServedVersion, request: InferRequest) -> None:
+        span = self.tracer.current()
+        span.set(VERSION, str(target.version))
+        if request.id:
+            span.set(REQUEST_ID, request.id[:128])
+
+    def _traced(self, target: ServedVersion, call: InferFn, started: float) -> InferFn:
+        """``call`` reporting its admission as a ``queue`` span and itself as a ``backend`` span.
+
+        (A batched version's batcher reports its own queue, batch and backend spans.)
+        """
+        tracer, gate, backend = self.tracer, target.gate, target.config.backend if target.config else ""
+        assert gate is not None
+
+        async def traced(arrays: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+            tracer.record(Recorded("queue", started, time.perf_counter(), {QUEUE_DEPTH: gate.depth}))
+            with tracer.span("backend", {BACKEND: backend or ""}):
+                return await call(arrays, names)
+
+        return traced
 
 
 def _output_tensor(spec: TensorSpec, results: dict[str, Any]) -> Tensor:

@@ -20,6 +20,7 @@ from gateway.core.errors import ConfigError, GatewayError, InvalidInput, ModelNo
 from gateway.core.events import NO_EVENTS, CoreEvents
 from gateway.core.repository import ModelEntry, ModelRepository, VersionEntry
 from gateway.core.scheduler import ModelGate
+from gateway.core.tracing import NO_TRACER, Tracer
 from gateway.core.traffic import TrafficSplit
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ def echo(text: str) -> str:
     return repr(clip(text))
 
 
-def _caller(backend: Backend, config: ModelConfig, events: CoreEvents, model: str, version: int) -> InferFn:
+def _caller(
+    backend: Backend, config: ModelConfig, events: CoreEvents, model: str, version: int, tracer: Tracer
+) -> InferFn:
     batching = config.dynamic_batching
     if batching is None:
         return backend.infer
@@ -104,6 +107,8 @@ def _caller(backend: Backend, config: ModelConfig, events: CoreEvents, model: st
         batching.max_delay_ms / 1000,
         batching.preferred_batch_sizes,
         lambda rows, waits: events.batch(model, version, rows, waits),
+        tracer,
+        config.backend or "",
     )
     return batcher.infer
 
@@ -116,10 +121,13 @@ class ModelManager:
         repository: ModelRepository,
         registry: BackendRegistry,
         events: CoreEvents = NO_EVENTS,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.repository = repository
         self.registry = registry
         self._events = events
+        #: Where request spans go (the data plane and the batchers report into it).
+        self.tracer = tracer
         self._models: dict[str, ServedModel] = {}
         self.loaded = False
 
@@ -317,7 +325,7 @@ class ModelManager:
             return
         gate = ModelGate(served.model, served.config.max_queue_size, served.config.timeout_seconds)
         served.gate = gate
-        served.call = _caller(served.backend, served.config, self._events, served.model, served.version)
+        served.call = _caller(served.backend, served.config, self._events, served.model, served.version, self.tracer)
         self._events.queue_depth(served.model, served.version, lambda: gate.depth)
         self._set(served, VersionState.READY, "")
         log.info("model %s version %d is ready (%s)", served.model, served.version, served.config.backend)

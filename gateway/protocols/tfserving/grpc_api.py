@@ -21,7 +21,7 @@ from google.protobuf import wrappers_pb2
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import Unsupported
 from gateway.core.models import ServedVersion
-from gateway.core.types import InferRequest, RequestedOutput
+from gateway.core.types import InferRequest, RequestedOutput, Tensor
 from gateway.metrics import Metrics, RequestLabels
 from gateway.protocols.grpc_envelope import measured_rpc
 from gateway.protocols.grpc_errors import abort_with, status_on_error
@@ -34,6 +34,7 @@ from gateway.protocols.tfserving.servables import (
     model_status,
     resolve,
 )
+from gateway.protocols.tracing import traced_rpc
 from gateway.protos.tfserving.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -62,7 +63,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._dataplane = dataplane
         self._metrics = metrics
 
-    async def Predict(self, request: predict_pb2.PredictRequest, context: Context) -> predict_pb2.PredictResponse:
+    async def Predict(
+        self, request: predict_pb2.PredictRequest, context: Context, traced: bool = False
+    ) -> predict_pb2.PredictResponse:
+        tracer = self._dataplane.tracer
+        if tracer.enabled and not traced:  # tracing: the same call, inside its request span
+            run = lambda: self.Predict(request, context, traced=True)  # noqa: E731
+            return await traced_rpc(tracer, context, PROTOCOL, request.model_spec.name, run)
         ref = ServableRef.from_model_spec(request.model_spec)
         labels = RequestLabels(ref.name)
 
@@ -77,20 +84,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def _predict(
         self, request: predict_pb2.PredictRequest, served: ServedVersion, ref: ServableRef
     ) -> predict_pb2.PredictResponse:
-        rules = self._dataplane.input_rules(served)
-        inputs = [tensor_from_proto(name, proto, rules) for name, proto in request.inputs.items()]
-        outputs = [RequestedOutput(name) for name in request.output_filter] or None
+        tracer = self._dataplane.tracer
+        with tracer.span("decode"):
+            rules = self._dataplane.input_rules(served)
+            inputs = [tensor_from_proto(name, proto, rules) for name, proto in request.inputs.items()]
+            outputs = [RequestedOutput(name) for name in request.output_filter] or None
         named = ref.version if ref.label is None else str(served.version)  # empty: the split chose (shadow applies)
         result = await self._dataplane.infer(
             served, InferRequest(served.model, inputs, model_version=named, outputs=outputs)
         )
-        spec = model_pb2.ModelSpec(
-            name=served.model, version=wrappers_pb2.Int64Value(value=served.version), signature_name=DEFAULT_SIGNATURE
-        )
-        message = predict_pb2.PredictResponse(model_spec=spec)
-        for tensor in result.outputs:
-            message.outputs[tensor.name].CopyFrom(tensor_to_proto(tensor))
-        return message
+        with tracer.span("encode"):
+            return _predict_response(served, result.outputs)
 
     async def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
@@ -140,6 +144,16 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 "it was started with (edit the repository and restart the gateway)"
             ),
         )
+
+
+def _predict_response(served: ServedVersion, outputs: list[Tensor]) -> predict_pb2.PredictResponse:
+    spec = model_pb2.ModelSpec(
+        name=served.model, version=wrappers_pb2.Int64Value(value=served.version), signature_name=DEFAULT_SIGNATURE
+    )
+    message = predict_pb2.PredictResponse(model_spec=spec)
+    for tensor in outputs:
+        message.outputs[tensor.name].CopyFrom(tensor_to_proto(tensor))
+    return message
 
 
 def _unsupported(method: str) -> Unsupported:

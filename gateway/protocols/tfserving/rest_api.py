@@ -38,6 +38,7 @@ from gateway.protocols.tfserving.servables import (
     model_status,
     resolve,
 )
+from gateway.protocols.tracing import traced_http
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +103,27 @@ class TFServingRest:
             return metadata_json(model_metadata(self.dataplane, target.ref))
         raise Unsupported(f":{target.action} is not supported by this gateway; use :predict")
 
-    async def predict(self, ref: ServableRef, scope: Scope, receive: Receive, send: Send) -> None:
+    async def predict(self, ref: ServableRef, scope: Scope, receive: Receive, send: Send, traced: bool = False) -> None:
         """Serve one ``:predict`` (raw ASGI: read, resolve, decode, infer, encode; measured)."""
+        tracer = self.dataplane.tracer
+        if tracer.enabled and not traced:  # tracing: the same request, inside its request span
+            run = lambda w: self.predict(ref, scope, receive, w, traced=True)  # noqa: E731
+            return await traced_http(tracer, scope, send, PROTOCOL, ref.name, run)
         labels = RequestLabels(ref.name)
 
         async def handle() -> None:
             served = resolve(self.dataplane, ref)
             labels.version = str(served.version)
             body = await read_body(scope, receive, self.max_body_bytes)
-            inputs, fmt = decode_predict(parse_predict_body(body), self.dataplane.input_rules(served))
+            with tracer.span("decode"):
+                inputs, fmt = decode_predict(parse_predict_body(body), self.dataplane.input_rules(served))
             # a request naming no version (the split chose it) keeps model_version empty: shadow copies apply
             named = ref.version if ref.label is None else labels.version
             request = InferRequest(served.model, inputs, model_version=named)
             response = await self.dataplane.infer(served, request)
-            await respond(send, 200, encode_predict(response.outputs, fmt))
+            with tracer.span("encode"):
+                payload = encode_predict(response.outputs, fmt)
+            await respond(send, 200, payload)
 
         await measured(scope, send, self.metrics, PROTOCOL, labels, handle)
 

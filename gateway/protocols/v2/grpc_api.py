@@ -19,6 +19,7 @@ from gateway.metrics import Metrics, RequestLabels
 from gateway.protocols.grpc_envelope import measured_rpc
 from gateway.protocols.grpc_errors import status_on_error
 from gateway.protocols.mounts import Mounts, ProtocolContext
+from gateway.protocols.tracing import traced_rpc
 from gateway.protocols.v2.grpc_codec import (
     ModelInferRequestConverter,
     ModelInferResponseConverter,
@@ -72,7 +73,13 @@ class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceSer
             metadata = self._dataplane.model_metadata(target)
         return model_metadata_response(metadata)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Context, traced: bool = False
+    ) -> pb.ModelInferResponse:
+        tracer = self._dataplane.tracer
+        if tracer.enabled and not traced:  # tracing: the same call, inside its request span
+            run = lambda: self.ModelInfer(request, context, traced=True)  # noqa: E731
+            return await traced_rpc(tracer, context, PROTOCOL, request.model_name, run)
         labels = RequestLabels(request.model_name)
         key = dict(context.invocation_metadata() or ()).get(ROUTE_KEY_HEADER)  # a sticky traffic split
 
@@ -80,9 +87,11 @@ class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceSer
             ref = ModelRef(request.model_name, request.model_version or None, key=str(key) if key else None)
             target = self._dataplane.resolve(ref)
             labels.version = str(target.version)
-            decoded = ModelInferRequestConverter.to_types(request, self._dataplane.input_rules(target))
+            with tracer.span("decode"):
+                decoded = ModelInferRequestConverter.to_types(request, self._dataplane.input_rules(target))
             response = await self._dataplane.infer(target, decoded)
-            return ModelInferResponseConverter.from_types(response)
+            with tracer.span("encode"):
+                return ModelInferResponseConverter.from_types(response)
 
         return await measured_rpc(context, self._metrics, PROTOCOL, labels, handle)
 

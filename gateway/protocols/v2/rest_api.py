@@ -24,6 +24,7 @@ from gateway.protocols.http import Receive, Scope, Send, header, read_body, resp
 from gateway.protocols.http_envelope import measured
 from gateway.protocols.http_errors import json_response
 from gateway.protocols.mounts import Handler, Mounts, ProtocolContext
+from gateway.protocols.tracing import traced_http
 from gateway.protocols.v2.json_codec import (
     HEADER_LENGTH,
     decode_raw_single_input,
@@ -74,8 +75,14 @@ class V2Rest:
 
     # -- the hot path -------------------------------------------------------------------
 
-    async def infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None) -> None:
+    async def infer(
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None, traced: bool = False
+    ) -> None:
         """Serve one V2 infer request (raw ASGI: resolve, read, decode, infer, encode; measured)."""
+        tracer = self.dataplane.tracer
+        if tracer.enabled and not traced:  # tracing: the same request, inside its request span
+            run = lambda w: self.infer(scope, receive, w, model, version, traced=True)  # noqa: E731
+            return await traced_http(tracer, scope, send, PROTOCOL, model, run)
         labels = RequestLabels(model)
 
         async def handle() -> None:
@@ -84,9 +91,11 @@ class V2Rest:
             target = self.dataplane.resolve(ref)
             labels.version = str(target.version)
             body = await read_body(scope, receive, self.ctx.max_request_bytes)
-            request = self._decode(scope, body, target, model, version)
+            with tracer.span("decode"):
+                request = self._decode(scope, body, target, model, version)
             response = await self.dataplane.infer(target, request)
-            payload, header_length = encode_response(response, request)
+            with tracer.span("encode"):
+                payload, header_length = encode_response(response, request)
             if header_length is None:
                 await respond(send, 200, payload)
             else:
