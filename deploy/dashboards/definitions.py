@@ -306,12 +306,14 @@ OVERVIEW = Dashboard(
                     "short",
                     (
                         Query(
-                            "count by (backend) (modelgate_backend_up == 0)"
+                            "count by (backend) (modelgate_backend_up == 0 unless on (job, instance, model, version)"
+                            ' modelgate_model_state{state="UNLOADED"} == 1)'
                             " or count by (backend) (modelgate_backend_up) * 0",
                             "{{backend}}",
                         ),
                     ),
-                    "Model versions whose backend is not loaded or fails its health checks, per backend kind.",
+                    "Model versions whose backend failed to load or fails its health checks, per backend kind"
+                    " (versions unloaded on purpose are left out).",
                 ),
                 Panel(
                     "Circuit breakers open",
