@@ -1,7 +1,6 @@
 """The two dashboards: one per model (pick model and versions) and an overview across models.
 
 Every metric named here is one the gateway exports (tests/deploy checks it against a real /metrics).
-Not shown yet, because the gateway exports no such metrics: queue time, batch size, rollouts.
 """
 
 from __future__ import annotations
@@ -26,6 +25,16 @@ def _server_error_ratio(selector: str, by: str) -> str:
     total = f"sum by ({by}) (rate({count}{{{selector}}}[{RATE}]))"
     errors = f'sum by ({by}) (rate({count}{{{selector}, outcome="server_error"}}[{RATE}]))'
     return f"({errors} or {total} * 0) / {total}"
+
+
+def _events(metric: str, selector: str, by: str) -> str:
+    """Events per rate window from a counter, counting the first one of a gateway process too.
+
+    The gateway creates a labelled counter series at its first event, already at 1, so increase()
+    (which needs two samples) never shows it; a series absent one window ago counts with its value.
+    """
+    series = f"{metric}{{{selector}}}" if selector else metric
+    return f"sum by ({by}) (({series} unless {series} offset {RATE}) or increase({series}[{RATE}]))"
 
 
 PER_MODEL = Dashboard(
@@ -108,6 +117,35 @@ PER_MODEL = Dashboard(
             ),
         ),
         Row(
+            "Dynamic batching",
+            (
+                Panel(
+                    "Batch size",
+                    "short",
+                    (
+                        Query(
+                            f"sum by (version) (rate(modelgate_batch_size_sum{{{_SEL}}}[{RATE}]))"
+                            f" / sum by (version) (rate(modelgate_batch_size_count{{{_SEL}}}[{RATE}]))",
+                            "mean v{{version}}",
+                        ),
+                        Query(
+                            "histogram_quantile(0.95, sum by (version, le) "
+                            f"(rate(modelgate_batch_size_bucket{{{_SEL}}}[{RATE}])))",
+                            "p95 v{{version}}",
+                        ),
+                    ),
+                    "Rows per backend call made by the dynamic batcher (p95 interpolated in power-of-two buckets);"
+                    " 1 while requests arrive one at a time, more when they queue behind a busy backend.",
+                ),
+                Panel(
+                    "Queue time",
+                    "s",
+                    _quantiles("modelgate_queue_time_seconds", _SEL, "version", "v{{version}}"),
+                    "Time a request waited in the dynamic batcher's queue before its batch went to the backend.",
+                ),
+            ),
+        ),
+        Row(
             "Capacity and health",
             (
                 Panel(
@@ -144,6 +182,37 @@ PER_MODEL = Dashboard(
                     ),
                     "Current state of each version: LOADING, READY, UNAVAILABLE or UNLOADED.",
                     "state",
+                ),
+            ),
+        ),
+        Row(
+            "Traffic split and rollouts",
+            (
+                Panel(
+                    "Traffic weight",
+                    "percent",
+                    (Query(f"avg by (version) (modelgate_traffic_weight{{{_SEL}}})", "v{{version}}"),),
+                    "Share of unpinned requests each version is set to get (a traffic split or a rollout step);"
+                    " the *Traffic split* panel shows what it actually served.",
+                ),
+                Panel(
+                    "Rollout step",
+                    "short",
+                    (Query('max(modelgate_rollout_step{model="$model"})', "step"),),
+                    "Canary step of the running rollout (1..n); 0 when none runs or during the shadow phase.",
+                ),
+                Panel(
+                    "Deployments and rollbacks",
+                    "short",
+                    (
+                        Query(
+                            _events("modelgate_deployments_total", 'model="$model"', "outcome"),
+                            "deployment {{outcome}}",
+                        ),
+                        Query(_events("modelgate_rollbacks_total", 'model="$model"', "reason"), "rollback {{reason}}"),
+                    ),
+                    "Loads and rollouts finished per rate window by outcome (succeeded, failed, rolled_back,"
+                    " aborted), and rollbacks by reason (error_rate, latency, disagreement, aborted).",
                 ),
             ),
         ),
@@ -190,6 +259,15 @@ OVERVIEW = Dashboard(
                     (Query("count by (state) (modelgate_model_state == 1)", "{{state}}"),),
                     "How many model versions are in each state, over all replicas.",
                 ),
+                Panel(
+                    "Deployments and rollbacks by model",
+                    "short",
+                    (
+                        Query(_events("modelgate_deployments_total", "", "model, outcome"), "{{model}} {{outcome}}"),
+                        Query(_events("modelgate_rollbacks_total", "", "model"), "{{model}} rolled back"),
+                    ),
+                    "Loads and rollouts finished per rate window by model and outcome, and rollbacks per model.",
+                ),
             ),
         ),
         Row(
@@ -228,12 +306,14 @@ OVERVIEW = Dashboard(
                     "short",
                     (
                         Query(
-                            "count by (backend) (modelgate_backend_up == 0)"
+                            "count by (backend) (modelgate_backend_up == 0 unless on (job, instance, model, version)"
+                            ' modelgate_model_state{state="UNLOADED"} == 1)'
                             " or count by (backend) (modelgate_backend_up) * 0",
                             "{{backend}}",
                         ),
                     ),
-                    "Model versions whose backend is not loaded or fails its health checks, per backend kind.",
+                    "Model versions whose backend failed to load or fails its health checks, per backend kind"
+                    " (versions unloaded on purpose are left out).",
                 ),
                 Panel(
                     "Circuit breakers open",
