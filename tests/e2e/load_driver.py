@@ -18,6 +18,8 @@ class Outcome:
     status: int
     version: str
     error: str = ""
+    #: The driver's epoch when the request was sent (see :meth:`LoadDriver.next_epoch`).
+    epoch: int = 0
 
 
 @dataclass
@@ -29,6 +31,7 @@ class LoadDriver:
     clients: int = 4
     route_keys: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
+    epoch: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -62,6 +65,23 @@ class LoadDriver:
             stop.wait(0.01)
         raise AssertionError(f"load did not reach {target} answers (got {self.count()})")
 
+    def next_epoch(self) -> int:
+        """Start a new epoch: requests sent from now on are told apart from those already in flight."""
+        with self._lock:
+            self.epoch += 1
+            return self.epoch
+
+    def wait_for_epoch(self, epoch: int, answers: int, timeout_polls: int = 6000) -> None:
+        """Block until ``answers`` requests sent in ``epoch`` or later have been answered (bounded polling)."""
+        stop = threading.Event()
+        for _ in range(timeout_polls):
+            with self._lock:
+                done = sum(1 for o in self.outcomes if o.epoch >= epoch)
+            if done >= answers:
+                return
+            stop.wait(0.01)
+        raise AssertionError(f"load did not reach {answers} answers sent in epoch {epoch}")
+
     def failures(self) -> list[Outcome]:
         with self._lock:
             return [o for o in self.outcomes if o.status != 200]
@@ -80,11 +100,12 @@ class LoadDriver:
             while not self._stop.is_set():
                 headers = {"x-modelgate-route-key": f"client-{index}-{n}"} if self.route_keys else {}
                 n += 1
+                epoch = self.epoch
                 try:
                     r = client.post(f"{self.url}/v2/models/{self.model}/infer", json=INFER_BODY, headers=headers)
                     outcome = Outcome(r.status_code, r.json().get("model_version", "") if r.status_code == 200 else "",
-                                      "" if r.status_code == 200 else r.text)  # fmt: skip
+                                      "" if r.status_code == 200 else r.text, epoch)  # fmt: skip
                 except httpx.HTTPError as exc:
-                    outcome = Outcome(0, "", str(exc))
+                    outcome = Outcome(0, "", str(exc), epoch)
                 with self._lock:
                     self.outcomes.append(outcome)
