@@ -57,7 +57,8 @@ class ManagedModel:
         self.restarts = 0
         self.gave_up = False
         self.directory = directory
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # process start/stop (held for seconds: never on the event loop)
+        self._state_lock = threading.Lock()  # the restarter's bookkeeping (held briefly)
         self._restarter: threading.Thread | None = None
         self._stopped = False
 
@@ -129,6 +130,8 @@ class ManagedModel:
             while time.monotonic() < deadline:
                 if not self.process.alive():
                     raise BackendUnavailable(f"TorchServe for {self.name!r} exited:\n{self.process.log_tail()}")
+                if self.keys.stale():
+                    self.keys.renew()
                 try:
                     response = client.get(url, headers={"Authorization": self.keys.management_header()})
                 except httpx.HTTPError:
@@ -145,7 +148,7 @@ class ManagedModel:
         )
 
     def _restart_in_background(self) -> None:
-        with self._lock:
+        with self._state_lock:
             if self.gave_up or self._stopped or (self._restarter is not None and self._restarter.is_alive()):
                 return
             self._restarter = threading.Thread(target=self._restart, name=f"torchserve-restart-{self.name}",
@@ -155,7 +158,7 @@ class ManagedModel:
     def _restart(self) -> None:
         with self._lock:
             for attempt in range(1, self.max_restart_attempts + 1):
-                if self._stopped:
+                if self._stopped or self.process.alive():
                     return
                 log.warning("TorchServe %s (pid %s) is not running; restart attempt %d",
                             self.name, self.process.pid, attempt)  # fmt: skip

@@ -218,11 +218,14 @@ class TorchServeProcess:
                     self.stop()
                     raise BackendUnavailable(f"TorchServe exited during start-up:\n{self.log_tail()}")
                 if self.key_file.exists():
-                    with contextlib.suppress(httpx.HTTPError, ConfigError, OSError):
+                    with contextlib.suppress(httpx.HTTPError, ConfigError, BackendUnavailable, OSError):
                         assert self.keys is not None
                         headers = {"Authorization": self.keys.inference_header()}
-                        if client.get(url, headers=headers).status_code == 200:
+                        status = client.get(url, headers=headers).status_code
+                        if status == 200:
                             return
+                        if status == 400 and self.keys.stale():  # expired during a slow start
+                            self.keys.renew()
                 time.sleep(0.1)  # polling interval, bounded by the deadline above
         self.stop()
         raise BackendUnavailable(
