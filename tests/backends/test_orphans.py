@@ -4,7 +4,9 @@ TensorFlow worker running, and the next gateway removes the dead one's run direc
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,11 +99,16 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.1)  # polling interval, bounded by the deadline above
 
 
-def test_sigkill_of_the_gateway_leaves_no_child_and_the_next_start_cleans_its_run_dir(
-    repo: Path, tmp_path: Path
-) -> None:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+def test_sigkill_of_the_gateway_leaves_no_child_and_the_next_start_cleans_its_run_dir(repo: Path) -> None:
+    # TorchServe's worker sockets live under TMPDIR and AF_UNIX paths are short: not under tmp_path
+    tmp = Path(tempfile.mkdtemp(prefix="mg-orphans-"))
+    try:
+        _sigkill_then_restart(repo, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sigkill_then_restart(repo: Path, tmp: Path) -> None:
     env = {"TMPDIR": str(tmp)}
     first = ServerProcess(repo, env=env)
     try:

@@ -139,6 +139,7 @@ class TorchServeProcess:
         if self.alive():
             return
         self.stop()
+        _check_socket_path(self.options.run_dir / "tmp")
         if not reuse_ports or self.ports is None:
             self.ports = TorchServePorts.free()
         for sub in ("model_store", "tmp", "logs"):
@@ -293,6 +294,20 @@ class TorchServeProcess:
                 "LOG_LOCATION": str(self.options.run_dir / "logs"),
                 "METRICS_LOCATION": str(self.options.run_dir / "logs"),
             }
+        )
+
+
+#: TorchServe's Python workers listen on ``<java.io.tmpdir>/.ts.sock.<9000+n>``; AF_UNIX paths hold 107 bytes.
+_SOCKET_NAME = ".ts.sock.65535"
+_MAX_SOCKET_PATH = 107
+
+
+def _check_socket_path(tmp: Path) -> None:
+    """Fail at once, with the reason, when the workers' socket path would be too long (they cannot start)."""
+    if len(os.fsencode(tmp / _SOCKET_NAME)) > _MAX_SOCKET_PATH:
+        raise BackendUnavailable(
+            f"the TorchServe run directory {tmp.parent} is too deep for its workers' Unix sockets "
+            f"(at most {_MAX_SOCKET_PATH} bytes); point TMPDIR at a shorter directory"
         )
 
 
