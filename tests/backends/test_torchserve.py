@@ -384,7 +384,7 @@ async def test_managed_torchserve_is_locked_down(
                 assert refused.status_code == 400 and refused.json()["type"] == "InvalidKeyException", refused.text
             assert with_key.status_code == 405, with_key.text  # model API off: not even the key can register
             assert hits == []  # TorchServe never fetched the archive
-            assert await plane.manager.resolve("digits", "2").backend.health()  # still has its worker
+            assert await served.is_ready(10.0)  # still has its worker
             response = await plane.infer(digits_request("2", 3))
             assert response.outputs[0].data.shape == (3, 10)
             pid = java_pid(plane)
