@@ -370,13 +370,13 @@ class WorkerBackend(Backend):
             self._worker = new
             return
         self._worker = new  # new requests go to the new worker from here on
-        self._recycle_count += 1
         try:
             if not await old.drain(params.drain_timeout_seconds):
                 log.warning("%s: worker pid %d still had requests after %g s; stopping it",
                             self._label, old.pid, params.drain_timeout_seconds)  # fmt: skip
         finally:
             await old.stop()
+        self._recycle_count += 1  # counted once the old worker is gone
         log.info("%s: worker pid %d replaced by pid %d", self._label, old.pid, new.pid)
         rss = new.rss_mb()
         if rss is not None and params.max_worker_rss_mb is not None and rss > params.max_worker_rss_mb:
