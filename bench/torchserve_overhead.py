@@ -130,10 +130,11 @@ def wait_ok(url: str, child: subprocess.Popen[bytes], timeout: float = 180.0) ->
 
 
 def torchserve_address(run_dir: Path) -> str:
-    props = (run_dir / "config.properties").read_text()
+    """The inference address of the version's own TorchServe (one per version, in ``<run_dir>/<name>/``)."""
+    props = (run_dir / f"{MODEL}_v1" / "config.properties").read_text()
     match = re.search(r"^inference_address=(\S+)$", props, re.M)
     if match is None:
-        raise RuntimeError(f"no inference_address in {run_dir / 'config.properties'}")
+        raise RuntimeError(f"no inference_address in {run_dir / f'{MODEL}_v1' / 'config.properties'}")
     return match.group(1)
 
 
@@ -146,11 +147,17 @@ def v2_bodies(x: np.ndarray) -> tuple[bytes, bytes, int]:
     return json_body, header + x.tobytes(), len(header)
 
 
-def check_same_answer(direct_url: str, gateway_url: str, x: np.ndarray) -> float:
+def direct_headers(run_dir: Path) -> dict[str, str]:
+    """TorchServe's token authorization: the inference key from the version's key_file.json."""
+    from gateway.backends.torchserve.tokens import read_key_file
+
+    key = read_key_file(run_dir / f"{MODEL}_v1" / "key_file.json").inference
+    return {"Content-Type": "application/octet-stream", "Authorization": f"Bearer {key}"}
+
+
+def check_same_answer(direct_url: str, gateway_url: str, x: np.ndarray, headers: dict[str, str]) -> float:
     """Both paths must answer alike before their speed is compared; returns the max difference."""
-    direct = decode(
-        httpx.post(direct_url, content=encode([x]), headers={"Content-Type": "application/octet-stream"}).content
-    )[0]
+    direct = decode(httpx.post(direct_url, content=encode([x]), headers=headers).content)[0]
     body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
     response = httpx.post(gateway_url, json=body)
     response.raise_for_status()
@@ -241,10 +248,12 @@ def report(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, float | 
     return verdicts
 
 
-def measure(args: argparse.Namespace, work: Path, direct_url: str, gateway_url: str, x: np.ndarray) -> list[Point]:
+def measure(
+    args: argparse.Namespace, work: Path, direct_url: str, gateway_url: str, x: np.ndarray, headers: dict[str, str]
+) -> list[Point]:
     json_body, binary_body, header_length = v2_bodies(x)
     plans = [
-        ("direct", direct_url, encode([x]), {"Content-Type": "application/octet-stream"}),
+        ("direct", direct_url, encode([x]), headers),
         ("gw-binary", gateway_url, binary_body,
          {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}),
         ("gw-json", gateway_url, json_body, {"Content-Type": "application/json"}),
@@ -281,11 +290,12 @@ def run(args: argparse.Namespace) -> int:
             wait_ok(f"http://127.0.0.1:{http}/v2/models/{MODEL}/ready", child)
             direct_url = f"{torchserve_address(run_dir)}/predictions/{MODEL}_v1"
             gateway_url = f"http://127.0.0.1:{http}/v2/models/{MODEL}/infer"
-            diff = check_same_answer(direct_url, gateway_url, x)
+            headers = direct_headers(run_dir)
+            diff = check_same_answer(direct_url, gateway_url, x, headers)
             print(f"gateway pid {child.pid}; same answer both ways (max diff {diff:.1e}); batch {args.batch}, "
                   f"{args.duration} s per point, {args.rounds} rounds, {os.cpu_count()} CPUs, "
                   f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-            points = measure(args, work, direct_url, gateway_url, x)
+            points = measure(args, work, direct_url, gateway_url, x, headers)
         finally:
             child.terminate()
             child.wait(90)

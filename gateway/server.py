@@ -21,6 +21,7 @@ import uvicorn
 from prometheus_client import make_asgi_app
 
 from gateway.backends import default_registry
+from gateway.backends.torchserve.rundir import clean_stale_run_dirs
 from gateway.core.backend import BackendRegistry
 from gateway.core.codec.limits import TensorLimits
 from gateway.core.dataplane import DataPlane
@@ -92,6 +93,7 @@ class Gateway:
         from gateway.management.wiring import control_plane
 
         s = self.settings
+        clean_stale_run_dirs()  # TorchServe run directories left by a gateway that died (SIGKILL)
         ssl_context = None  # checked before anything binds: a bad certificate is a ConfigError
         if s.tls_cert is not None and s.tls_key is not None:
             ssl_context = server_ssl_context(s.tls_cert, s.tls_key, s.tls_client_ca)

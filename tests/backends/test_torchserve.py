@@ -1,27 +1,32 @@
-"""TorchServe backend end to end: a real TorchServe (Java 17) started by the gateway's supervisor.
+"""TorchServe backend end to end: real TorchServes (Java 17) started by the gateway's supervisor.
 
-One TorchServe per test session (per xdist worker) is started in a tmp run directory and
-stopped by PID at teardown; each test registers its own model versions in it. The same
-digits MLP is served as ONNX (onnxruntime, version 1) and as TorchScript (torchserve,
-version 2), so answers can be compared request for request.
+Each managed torchserve version runs in its own locked-down TorchServe (token authorization
+on, model API off, loopback only), started when the version loads and stopped by PID when it
+unloads, under one run directory per session. The same digits MLP is served as ONNX
+(onnxruntime, version 1) and as TorchScript (torchserve, version 2), so answers can be
+compared request for request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import numpy as np
@@ -34,11 +39,13 @@ from demo.mlp import Mlp, to_onnx, train
 from gateway.backends.onnxruntime import OnnxRuntimeBackend
 from gateway.backends.torchserve.backend import TorchServeBackend, TorchServeFactory
 from gateway.backends.torchserve.cli import register
-from gateway.backends.torchserve.managed import ManagedTorchServe
+from gateway.backends.torchserve.managed import ManagedModel, ManagedTorchServe
+from gateway.backends.torchserve.tokens import read_key_file
 from gateway.core.backend import BackendRegistry
 from gateway.core.dataplane import ModelRef
-from gateway.core.errors import BackendError, ConfigError, DeadlineExceeded, ModelNotReady
-from gateway.core.types import InferRequest, Tensor
+from gateway.core.errors import BackendError, ConfigError, DeadlineExceeded
+from gateway.core.types import InferRequest, InferResponse, Tensor
+from gateway.protocols.http_app import HttpApp
 from tests.harness import Served, infer_named, loaded
 
 pytestmark = [pytest.mark.anyio, pytest.mark.frameworks, pytest.mark.e2e]
@@ -129,26 +136,27 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedTorchServe]:
-    """One real TorchServe for the session; its lease keeps it up between tests; stopped by PID."""
+    """The session's managed TorchServes (one per loaded version) under one run directory."""
     managed = ManagedTorchServe(run_dir=tmp_path_factory.mktemp("torchserve_run"))
-    managed.acquire()
     yield managed
-    managed.release()
-    assert not managed.process.alive()
+    assert managed.models == {}  # every version unloaded: every TorchServe stopped
 
 
-def write_repo(repo: Path, artifacts: dict[str, Path], timeout_seconds: float = 30.0, extra: str = "") -> Path:
-    """``digits``: v1 ONNX (onnxruntime) and v2 TorchScript (torchserve); plus ``mixed`` or ``reshaper`` if asked."""
+def write_repo(
+    repo: Path, artifacts: dict[str, Path], timeout_seconds: float = 30.0, extra: str = "", digits_ts: bool = True
+) -> Path:
+    """``digits``: v1 ONNX (onnxruntime), v2 TorchScript (torchserve) unless not ``digits_ts``; plus ``extra``."""
     digits = repo / "digits"
     (digits / "1").mkdir(parents=True)
-    (digits / "2").mkdir()
     (digits / "config.yaml").write_text(
         f"version_policy: {{all: true}}\ntimeout_seconds: {timeout_seconds}\nmax_batch_size: 64\n{TENSORS}"
     )
     (digits / "1" / "config.yaml").write_text("backend: onnxruntime\n")
     (digits / "1" / "model.onnx").write_bytes(artifacts["onnx"].read_bytes())
-    (digits / "2" / "config.yaml").write_text("backend: torchserve\n")
-    (digits / "2" / "model.pt").write_bytes(artifacts["digits"].read_bytes())
+    if digits_ts:
+        (digits / "2").mkdir()
+        (digits / "2" / "config.yaml").write_text("backend: torchserve\n")
+        (digits / "2" / "model.pt").write_bytes(artifacts["digits"].read_bytes())
     if extra == "mixed":
         _write_ts_model(repo / "mixed", artifacts["mixed"], """\
 backend: torchserve
@@ -194,12 +202,34 @@ def _write_ts_model(path: Path, artifact: Path, config: str) -> None:
 
 
 @asynccontextmanager
-async def serving(repo: Path, torchserve: ManagedTorchServe) -> AsyncIterator[Served]:
+async def serving(repo: Path, torchserve: ManagedTorchServe) -> AsyncIterator[Plane]:
     registry = BackendRegistry()
     registry.register(OnnxRuntimeBackend)
     registry.register(TorchServeBackend, TorchServeFactory(torchserve))
     async with loaded(repo, registry) as served:
-        yield served
+        yield Plane(served)
+
+
+class Plane:
+    """The served repository as these tests use it: inference and readiness by model name and version."""
+
+    def __init__(self, served: Served) -> None:
+        self.dataplane = served.dataplane
+        self.manager = served.manager
+        self.metrics = served.metrics
+        self._served = served
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        return await infer_named(self.dataplane, request)
+
+    def model_ready(self, name: str, version: str) -> bool:
+        return self.dataplane.model_ready(ModelRef(name, version))
+
+    def repository_index(self) -> list[dict[str, object]]:
+        return self.dataplane.repository_index()
+
+    def http_app(self) -> HttpApp:
+        return self._served.http_app(1 << 20)
 
 
 def digits_request(version: str, rows: int) -> InferRequest:
@@ -216,18 +246,30 @@ async def poll(condition: Callable[[], Awaitable[bool]], timeout: float, what: s
         await asyncio.sleep(0.05)
 
 
+def instance(plane: Plane, model: str = "digits", version: str = "2") -> ManagedModel:
+    """The managed TorchServe that serves one version."""
+    backend = plane.manager.resolve(model, version).backend
+    assert isinstance(backend, TorchServeBackend) and backend.instance is not None
+    return backend.instance
+
+
+def java_pid(plane: Plane) -> int:
+    pid = instance(plane).process.pid
+    assert pid is not None
+    return pid
+
+
 # -- tests -------------------------------------------------------------------------------------
 
 
 async def test_torchserve_answers_like_onnxruntime(
     tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
 ) -> None:
-    async with serving(write_repo(tmp_path, artifacts), torchserve) as served:
-        plane = served.dataplane
-        assert plane.model_ready(ModelRef("digits", "2")), plane.repository_index()
+    async with serving(write_repo(tmp_path, artifacts), torchserve) as plane:
+        assert plane.model_ready("digits", "2"), plane.repository_index()
         for rows in (1, 7, 64):
-            via_ort = (await infer_named(plane, digits_request("1", rows))).outputs[0].data
-            via_ts = (await infer_named(plane, digits_request("2", rows))).outputs[0].data
+            via_ort = (await plane.infer(digits_request("1", rows))).outputs[0].data
+            via_ts = (await plane.infer(digits_request("2", rows))).outputs[0].data
             assert via_ts.dtype == np.float32 and via_ts.shape == (rows, 10)
             np.testing.assert_allclose(via_ts, via_ort, atol=1e-5)
 
@@ -238,9 +280,8 @@ async def test_dtype_and_shape_survive_the_round_trip(
     counts = np.arange(21, dtype=np.int64).reshape(7, 3) - 10**12
     grid = np.linspace(-1, 1, 56).reshape(7, 4, 2)
     request = InferRequest("mixed", [Tensor("counts", "INT64", counts), Tensor("grid", "FP64", grid)])
-    async with serving(write_repo(tmp_path, artifacts, extra="mixed"), torchserve) as served:
-        plane = served.dataplane
-        response = await infer_named(plane, request)
+    async with serving(write_repo(tmp_path, artifacts, extra="mixed", digits_ts=False), torchserve) as plane:
+        response = await plane.infer(request)
     tripled, row_sums = (t.data for t in response.outputs)
     assert tripled.dtype == np.int64 and tripled.shape == (7, 3)
     np.testing.assert_array_equal(tripled, counts * 3)  # exact: no float round trip for int64
@@ -253,50 +294,159 @@ async def test_handler_error_is_a_backend_error_not_unavailable(
 ) -> None:
     bad = InferRequest("reshaper", [Tensor("x", "FP32", np.ones((1, 7), np.float32))])
     good = InferRequest("reshaper", [Tensor("x", "FP32", np.ones((2, 5), np.float32))])
-    async with serving(write_repo(tmp_path, artifacts, extra="reshaper"), torchserve) as served:
-        plane = served.dataplane
+    async with serving(write_repo(tmp_path, artifacts, extra="reshaper", digits_ts=False), torchserve) as plane:
         with pytest.raises(BackendError, match="reshape"):
-            await infer_named(plane, bad)
-        assert (await infer_named(plane, good)).outputs[0].data.shape == (2, 5)  # the worker survived
+            await plane.infer(bad)
+        assert (await plane.infer(good)).outputs[0].data.shape == (2, 5)  # the worker survived
 
 
-async def test_external_torchserve_and_unregistered_model(
+async def test_external_torchserve_with_a_token(
     tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
 ) -> None:
-    """External mode against the same TorchServe; a model removed behind our back is 503 not ready."""
+    """External mode against the gateway's own TorchServe: its key file works, a wrong token is refused."""
     async with serving(write_repo(tmp_path / "managed", artifacts), torchserve) as managed_plane:
-        ts_name = "digits_v2"
-        assert managed_plane.dataplane.model_ready(ModelRef("digits", "2"))
+        served = instance(managed_plane)
+        key_file = served.process.key_file
         external = tmp_path / "external"
-        _write_ts_model(external / "ext", artifacts["digits"], TS_CONFIG + (
-            f"parameters: {{url: '{torchserve.inference_url}', management_url: '{torchserve.management_url}', "
-            f"model_name: {ts_name}}}\n"
+        urls = f"url: '{served.inference_url}', management_url: '{served.management_url}', model_name: {served.name}"
+        _write_ts_model(
+            external / "ext", artifacts["digits"], TS_CONFIG + f"parameters: {{{urls}, token_file: '{key_file}'}}\n"
+        )
+        _write_ts_model(external / "wrong", artifacts["digits"], TS_CONFIG + (
+            f"parameters: {{url: '{served.inference_url}', model_name: {served.name}, token: not-the-key}}\n"
         ))  # fmt: skip
-        async with serving(external, torchserve) as served:
-            plane = served.dataplane
-            pixels = load_digits().data[:3].astype(np.float32)
-            response = await infer_named(plane, InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
+        pixels = load_digits().data[:3].astype(np.float32)
+        async with serving(external, torchserve) as plane:
+            assert plane.model_ready("ext", "1"), plane.repository_index()
+            response = await plane.infer(InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
             assert response.outputs[0].data.shape == (3, 10)
-            async with httpx.AsyncClient() as client:
-                deleted = await client.delete(f"{torchserve.management_url}/models/{ts_name}")
-            assert deleted.status_code == 200, deleted.text
-            with pytest.raises(ModelNotReady, match="does not serve"):
-                await infer_named(plane, InferRequest("ext", [Tensor("pixels", "FP32", pixels)]))
+            (wrong,) = [v for v in plane.repository_index() if v["name"] == "wrong"]
+            assert wrong["state"] == "UNAVAILABLE" and "does not serve" in wrong["reason"], wrong
+            assert "not-the-key" not in json.dumps(plane.repository_index())
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"not really a model archive")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket ``pid`` listens on, from /proc (IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A = LISTEN
+                address, port = fields[1].split(":")
+                found.add((socket.inet_ntop(socket.AF_INET if table == "tcp" else socket.AF_INET6,
+                                            _proc_address(address)), int(port, 16)))  # fmt: skip
+    return found
+
+
+def _proc_address(hex_address: str) -> bytes:
+    raw = bytes.fromhex(hex_address)
+    return b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # /proc prints 32-bit words host-order
+
+
+async def test_managed_torchserve_is_locked_down(
+    tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
+) -> None:
+    """Token auth on (0600 key file), model API off, every port on loopback; inference still works."""
+    hits: list[str] = []
+    handler = type("Handler", (_CountingHandler,), {"hits": hits})
+    archive_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=archive_server.serve_forever, daemon=True).start()
+    mar_url = f"http://127.0.0.1:{archive_server.server_address[1]}/evil.mar"
+    try:
+        async with serving(write_repo(tmp_path, artifacts), torchserve) as plane:
+            served = instance(plane)
+            assert stat.S_IMODE(served.process.key_file.stat().st_mode) == 0o600
+            assert stat.S_IMODE(served.directory.stat().st_mode) == 0o700
+            keys = read_key_file(served.process.key_file)
+            management = served.management_url
+            async with httpx.AsyncClient(timeout=30) as client:
+                attempts = [
+                    await client.put(
+                        f"{management}/models/{served.name}", params={"min_worker": 0, "synchronous": "true"}
+                    ),
+                    await client.post(f"{management}/models", params={"url": mar_url, "initial_workers": 1}),
+                    await client.delete(f"{management}/models/{served.name}"),
+                    await client.get(f"{served.inference_url}/ping"),
+                    await client.put(
+                        f"{management}/models/{served.name}",
+                        params={"min_worker": 0},
+                        headers={"Authorization": "Bearer guessed"},
+                    ),
+                ]
+                with_key = await client.post(f"{management}/models", params={"url": mar_url},
+                                             headers={"Authorization": f"Bearer {keys.management}"})  # fmt: skip
+            for refused in attempts:
+                assert refused.status_code == 400 and refused.json()["type"] == "InvalidKeyException", refused.text
+            assert with_key.status_code == 405, with_key.text  # model API off: not even the key can register
+            assert hits == []  # TorchServe never fetched the archive
+            assert await served.is_ready(10.0)  # still has its worker
+            response = await plane.infer(digits_request("2", 3))
+            assert response.outputs[0].data.shape == (3, 10)
+            pid = java_pid(plane)
+            listening = _listening(pid)
+            assert len(listening) == 5, listening  # REST, management, metrics, gRPC inference and management
+            assert {address for address, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+            config = (served.directory / "config.properties").read_text()
+            assert "enable_model_api=false" in config and "disable_token_authorization=false" in config
+            assert f"allowed_urls=file://\\\\Q{served.process.model_store}\\\\E/" in config
+    finally:
+        archive_server.shutdown()
+        archive_server.server_close()
+
+
+async def test_expired_keys_are_renewed(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    """Keys that live 3 s: once the first one is refused, inference through the gateway still works."""
+    managed = ManagedTorchServe(run_dir=tmp_path / "run", token_expiration_min=0.05)
+    async with serving(write_repo(tmp_path / "repo", artifacts), managed) as plane:
+        served = instance(plane)
+        first = read_key_file(served.process.key_file).inference
+        await plane.infer(digits_request("2", 1))
+
+        async def first_key_refused() -> bool:
+            async with httpx.AsyncClient(timeout=10) as client:
+                ping = await client.get(f"{served.inference_url}/ping", headers={"Authorization": f"Bearer {first}"})
+            return ping.status_code == 400
+
+        await poll(first_key_refused, 60.0, "TorchServe to expire the first inference key")
+        for _ in range(3):
+            assert (await plane.infer(digits_request("2", 2))).outputs[0].data.shape == (2, 10)
+        assert served.keys.renewals >= 1 and served.keys.keys.inference != first
+        await plane.manager.check_health()  # the health check renews too, and still sees the worker
+        assert plane.model_ready("digits", "2")
 
 
 async def test_sigstop_gives_504_at_the_deadline(
     tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
 ) -> None:
-    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=1.0), torchserve) as served:
-        plane = served.dataplane
-        await infer_named(plane, digits_request("2", 2))  # warm connection
-        pid = torchserve.process.pid
-        assert pid is not None
+    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=1.0), torchserve) as plane:
+        await plane.infer(digits_request("2", 2))  # warm connection
+        pid = java_pid(plane)
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             with pytest.raises(DeadlineExceeded, match="1 s"):
-                await infer_named(plane, digits_request("2", 2))
+                await plane.infer(digits_request("2", 2))
             elapsed = time.monotonic() - started
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -304,7 +454,7 @@ async def test_sigstop_gives_504_at_the_deadline(
 
         async def answers() -> bool:
             try:
-                await infer_named(plane, digits_request("2", 2))
+                await plane.infer(digits_request("2", 2))
             except DeadlineExceeded:
                 return False
             return True
@@ -315,9 +465,8 @@ async def test_sigstop_gives_504_at_the_deadline(
 async def test_sigkill_under_load_gives_only_200_503_504_and_recovers(
     tmp_path: Path, artifacts: dict[str, Path], torchserve: ManagedTorchServe
 ) -> None:
-    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=5.0), torchserve) as served:
-        plane = served.dataplane
-        app = served.http_app(1 << 20)
+    async with serving(write_repo(tmp_path, artifacts, timeout_seconds=5.0), torchserve) as plane:
+        app = plane.http_app()
         body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2, 64],
                             "data": load_digits().data[:2].ravel().tolist()}]}  # fmt: skip
         statuses: Counter[int] = Counter()
@@ -335,18 +484,18 @@ async def test_sigkill_under_load_gives_only_200_503_504_and_recovers(
                     await asyncio.sleep(0)  # fast in-process answers must not starve the other tasks
 
         async def model_ready(expected: bool) -> bool:
-            await served.manager.check_health()
-            return plane.model_ready(ModelRef("digits", "2")) is expected
+            await plane.manager.check_health()
+            return plane.model_ready("digits", "2") is expected
 
         loaders = [asyncio.create_task(client_loop()) for _ in range(8)]
         await poll(lambda: _at_least(statuses, 200, 20), 60.0, "load to reach TorchServe", statuses)
-        pid = torchserve.process.pid
-        assert pid is not None
-        restarts_before = torchserve.restarts
+        served = instance(plane)
+        pid = java_pid(plane)
+        restarts_before = served.restarts
         os.kill(pid, signal.SIGKILL)
         await poll(lambda: model_ready(False), 30.0, "readiness to flip to not ready", statuses)
         await poll(lambda: model_ready(True), 180.0, "TorchServe restart and readiness recovery", statuses)
-        assert torchserve.process.pid != pid and torchserve.restarts == restarts_before + 1
+        assert served.process.pid != pid and served.restarts == restarts_before + 1
         ok_before = statuses[200]
         await poll(lambda: _at_least(statuses, 200, ok_before + 10), 60.0, "requests to succeed again", statuses)
         stop.set()
@@ -376,7 +525,7 @@ registry = BackendRegistry()
 registry.register(OnnxRuntimeBackend)
 registry.register(TorchServeBackend, TorchServeFactory(ManagedTorchServe(run_dir=Path(run_dir))))
 gateway = Gateway(Settings(model_repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                           management_port=0, health_check_seconds=0.5), registry)
+                           health_check_seconds=0.5), registry)
 
 async def main():
     loop = asyncio.get_running_loop()

@@ -94,6 +94,9 @@ def source(tmp_path: Path, **config: object) -> ModelVersionSource:
         ({"model_name": "x"}, "apply only with url"),
         ({"url": "https://ts:8443"}, "parameters: url"),
         ({"url": "http://ts:8080/predictions"}, "parameters: url"),
+        ({"token": "abc"}, "apply only with url"),
+        ({"url": "http://ts:8080", "token": "a b\r\nX-Evil: 1"}, r"parameters: token: .*printable ASCII"),
+        ({"url": "http://ts:8080", "token": "abc", "token_file": "keys.json"}, "either token_file or token"),
     ],
 )
 def test_bad_parameters_are_config_errors_naming_the_field(

@@ -178,6 +178,57 @@ async def test_restart_budget_spent_leaves_the_version_down(manager: ModelManage
     assert plane.model_ready(ModelRef("digits", "1"))
 
 
+@pytest.mark.frameworks
+@pytest.mark.slow
+async def test_a_worker_over_its_memory_bound_is_replaced_without_failing_requests(
+    tmp_path: Path, savedmodel_repo: Path
+) -> None:
+    """A 1 MB bound: every worker is over it, so it is recycled while 4 clients keep sending requests."""
+    repo = tmp_path / "repo"
+    write_version(repo, "digits", 1, "tensorflow", savedmodel_repo / "digits" / "1" / "model.savedmodel",
+                  "parameters: {max_worker_rss_mb: 1, memory_check_seconds: 0.2}\n")  # fmt: skip
+    (repo / "digits" / "config.yaml").write_text("max_queue_size: 1000\n", encoding="utf-8")
+    registry = BackendRegistry()
+    registry.register(TensorFlowBackend.name, TensorFlowBackend)
+    recycling = ModelManager(ModelRepository(repo), registry)
+    await recycling.load_all()
+    try:
+        plane = DataPlane(recycling, Metrics())
+        backend = tf_backend(recycling)
+        first_pid = backend.worker_pid
+        expected = (await plane.infer(request(3))).outputs[0].data
+        answers: list[np.ndarray] = []
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            while not stop.is_set():
+                answers.append((await plane.infer(request(3))).outputs[0].data)  # any failure fails the test
+
+        clients = [asyncio.create_task(client()) for _ in range(4)]
+        deadline = time.monotonic() + _DEADLINE_SECONDS * 2
+        while backend.recycles < 1 and not any(task.done() for task in clients):
+            assert time.monotonic() < deadline, f"no recycling within the deadline ({backend.recycles})"
+            await asyncio.sleep(0.05)  # polling interval, bounded by the deadline above
+        served = len(answers)
+        while len(answers) < served + 20 and not any(task.done() for task in clients):
+            assert time.monotonic() < deadline, "requests stopped after the recycling"
+            await asyncio.sleep(0.05)  # polling interval, bounded by the deadline above
+        stop.set()
+        await asyncio.gather(*clients)  # re-raises the first failed request, if any
+        assert backend.worker_pid not in (None, first_pid) and backend.restarts == 0
+        assert first_pid is not None and not _alive(first_pid)
+        assert all(np.array_equal(a, expected) for a in answers)
+    finally:
+        await recycling.unload_all()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 # -- the whole gateway (uvloop, HTTP, health loop) with a killed worker ----------------------
 
 

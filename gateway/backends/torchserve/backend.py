@@ -3,10 +3,12 @@
 Two modes, chosen by ``parameters:`` in config.yaml:
 
 * managed (default, no ``url``): the gateway packages the version's TorchScript file with
-  its own handler and serves it from one TorchServe it starts, supervises and stops
-  (:mod:`gateway.backends.torchserve.managed`);
+  its own handler and serves it from a locked-down TorchServe of its own that it starts,
+  supervises and stops (:mod:`gateway.backends.torchserve.managed`); every call carries the
+  TorchServe's current key (:mod:`gateway.backends.torchserve.tokens`);
 * external (``url:``): an operator's TorchServe that already serves the model (packaged
-  with ``modelgate torchserve-package`` so it has the gateway's handler).
+  with ``modelgate torchserve-package`` so it has the gateway's handler), optionally with
+  ``token`` / ``management_token`` / ``token_file`` for its token authorization.
 
 Tensors travel as :mod:`gateway.backends.torchserve.frames` frames (raw bytes plus dtype
 and shape), so nothing is lost in JSON. REST, not gRPC: on this machine TorchServe's REST
@@ -21,19 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.backends.resilience import CircuitBreaker, Deadline, RetryPolicy, retry
 from gateway.backends.torchserve.frames import CodecError, decode, encode
 from gateway.backends.torchserve.http import ConnectFailed, ConnectionLost, HttpPool
-from gateway.backends.torchserve.managed import ManagedTorchServe, model_has_ready_worker
+from gateway.backends.torchserve.managed import ManagedModel, ManagedTorchServe, model_has_ready_worker
 from gateway.backends.torchserve.package import version_artifact
+from gateway.backends.torchserve.tokens import INVALID_KEY, ExternalKeys
 from gateway.core.backend import Backend, ModelVersionSource, parse_parameters
 from gateway.core.errors import (
     BackendError,
@@ -46,9 +51,13 @@ from gateway.core.errors import (
 from gateway.core.signature import declared_signature
 from gateway.core.types import Signature
 
+log = logging.getLogger(__name__)
+
 #: TorchServe's answer when the handler raised anything but PredictionException.
 HANDLER_FAILED = "Prediction failed"
 FRAME_CONTENT_TYPE = "application/octet-stream"
+#: A bearer token: printable ASCII without spaces (it goes into an HTTP header).
+_TOKEN = r"^[\x21-\x7e]+$"
 
 
 class TorchServeParameters(BaseModel):
@@ -71,6 +80,22 @@ class TorchServeParameters(BaseModel):
         str | None, Field(description="External only: the name the model is registered under (default: <model>).")
     ] = None
     model_version: Annotated[str | None, Field(description="External only: TorchServe model version to call.")] = None
+    token: Annotated[
+        SecretStr | None,
+        Field(description="External only: TorchServe inference key (Bearer); never logged."),
+    ] = None
+    management_token: Annotated[
+        SecretStr | None,
+        Field(description="External only: TorchServe management key (management_url)."),
+    ] = None
+    token_file: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            description="External only: TorchServe's key_file.json (inference and management keys) or a file with "
+            "one token; relative to the model directory; re-read after TorchServe refuses a key.",
+        ),
+    ] = None
     managed: Annotated[bool | None, Field(description="Run the model in the gateway's own TorchServe.")] = None
     protocol: Annotated[str, Field(pattern="^rest$", description="Only 'rest' (measured faster than gRPC here).")] = (
         "rest"
@@ -83,14 +108,28 @@ class TorchServeParameters(BaseModel):
     breaker_cooldown_seconds: Annotated[float, Field(gt=0, description="Open-breaker time before a probe.")] = 1.0
     health_timeout_seconds: Annotated[float, Field(gt=0, description="Timeout of one health probe.")] = 1.0
 
+    @field_validator("token", "management_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(_TOKEN, value.get_secret_value()):
+            raise ValueError("a token is printable ASCII without spaces (it is sent as an HTTP header)")
+        return value
+
     @model_validator(mode="after")
     def _one_mode(self) -> TorchServeParameters:
         if self.managed and self.url is not None:
             raise ValueError("set either url (external TorchServe) or managed: true, not both")
         if self.managed is False and self.url is None:
             raise ValueError("managed: false needs url (the external TorchServe's inference address)")
-        if self.url is None and (self.management_url or self.model_name or self.model_version):
-            raise ValueError("management_url, model_name and model_version apply only with url (external TorchServe)")
+        external_only = (self.management_url, self.model_name, self.model_version, self.token,
+                         self.management_token, self.token_file)  # fmt: skip
+        if self.url is None and any(v is not None for v in external_only):
+            raise ValueError(
+                "management_url, model_name, model_version, token, management_token and token_file apply only "
+                "with url (the managed TorchServe's keys are the gateway's own)"
+            )
+        if self.token_file is not None and (self.token is not None or self.management_token is not None):
+            raise ValueError("set either token_file or token/management_token, not both")
         return self
 
     @property
@@ -142,11 +181,17 @@ class TorchServeBackend(Backend):
         self.params = params
         self.breaker = breaker
         self.managed = managed
+        self.instance: ManagedModel | None = None
         self.ts_name = params.model_name or source.name
+        token_file = params.token_file
+        self._external_keys = ExternalKeys(
+            params.token.get_secret_value() if params.token else None,
+            params.management_token.get_secret_value() if params.management_token else None,
+            (source.version_dir.parent / token_file) if token_file else None,
+        )
         self._pool: HttpPool | None = None
         self._pool_url = ""
         self._loaded = False
-        self._leased = False
         self._retry = RetryPolicy(max_attempts=params.connect_attempts)
         self._rng = random.Random()  # one per backend: seeding a Random per request costs ~20 µs
 
@@ -170,27 +215,19 @@ class TorchServeBackend(Backend):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-        if self.managed is not None and self._leased:
-            managed = self.managed
-            await asyncio.to_thread(managed.remove_model, self.ts_name)
-            await asyncio.to_thread(managed.release)
-            self._leased = False
+        instance, self.instance = self.instance, None
+        if self.managed is not None and instance is not None:
+            await asyncio.to_thread(self.managed.stop_model, instance)
 
     async def _load_managed(self) -> None:
         assert self.managed is not None
         artifact = version_artifact(self.source.config, self.source.version_dir)
         if not artifact.is_file():
             raise ConfigError(f"{artifact}: TorchScript artifact not found")
-        managed = self.managed
-        await asyncio.to_thread(managed.acquire)
-        try:
-            self.ts_name = await asyncio.to_thread(
-                managed.add_model, self.source.name, self.source.version, artifact, self.params.workers
-            )
-        except BaseException:
-            await asyncio.to_thread(managed.release)
-            raise
-        self._leased = True
+        self.instance = await asyncio.to_thread(
+            self.managed.start_model, self.source.name, self.source.version, artifact, self.params.workers
+        )
+        self.ts_name = self.instance.name
 
     async def _check_external(self) -> None:
         if not await self.health_impl():
@@ -204,12 +241,21 @@ class TorchServeBackend(Backend):
     async def health_impl(self) -> bool:
         timeout = self.params.health_timeout_seconds
         if self.managed is not None:
-            return await self.managed.is_ready(self.ts_name, timeout)
-        if self.params.management_url is not None:
-            return await model_has_ready_worker(self.params.management_url, self._model_path(), timeout)
+            return self.instance is not None and await self.instance.is_ready(timeout)
+        keys = self._external_keys
+        try:
+            if self.params.management_url is not None:
+                authorization = keys.management_header()
+                return await model_has_ready_worker(self.params.management_url, self._model_path(), timeout,
+                                                    authorization)  # fmt: skip
+            inference = keys.inference_header()
+        except ConfigError as exc:  # an unreadable token_file: not ready, and say why
+            log.warning("%s", exc)
+            return False
+        headers = {"Authorization": inference} if inference else {}
         try:
             async with httpx.AsyncClient(timeout=timeout) as client:
-                response = await client.get(f"{self.params.url}/ping")
+                response = await client.get(f"{self.params.url}/ping", headers=headers)
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -219,14 +265,17 @@ class TorchServeBackend(Backend):
     async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         body = encode([inputs[spec.name] for spec in self.signature.inputs])
         deadline = Deadline.after(self.source.config.timeout_seconds)
-        payload = await retry(
-            lambda: self.breaker.call(lambda: self._post(body), _endpoint_failure),
-            self._retry,
-            _safe_to_retry,
-            deadline,
-            self._rng,
-            on_retry=lambda: self.events.retry(self.name, self.breaker.endpoint),
-        )
+        try:
+            payload = await self._call(body, deadline)
+        except _KeyRefused as refused:  # expired or renewed meanwhile: fresh keys, then once more
+            await self._refresh_keys(refused.authorization)
+            try:
+                payload = await self._call(body, deadline)
+            except _KeyRefused:
+                raise BackendUnavailable(
+                    f"model {self.source.name!r}: TorchServe refused the gateway's key"
+                    + ("" if self.managed is not None else " (check parameters.token / token_file)")
+                ) from None
         try:
             arrays = decode(payload)
         except CodecError as exc:
@@ -239,19 +288,43 @@ class TorchServeBackend(Backend):
         by_name = dict(zip(declared, arrays, strict=True))
         return {name: by_name[name] for name in outputs}
 
+    async def _call(self, body: bytes, deadline: Deadline) -> bytes:
+        return await retry(
+            lambda: self.breaker.call(lambda: self._post(body), _endpoint_failure),
+            self._retry,
+            _safe_to_retry,
+            deadline,
+            self._rng,
+            on_retry=lambda: self.events.retry(self.name, self.breaker.endpoint),
+        )
+
+    async def _refresh_keys(self, refused: str | None) -> None:
+        if self.instance is not None:
+            await self.instance.renew_keys(refused or "")
+        else:
+            self._external_keys.reload()
+
+    def _authorization(self) -> str | None:
+        if self.instance is not None:
+            return self.instance.keys.inference_header()
+        return self._external_keys.inference_header()
+
     async def _post(self, body: bytes) -> bytes:
         """One POST; no timeout of its own: the data plane's deadline cancels it (504)."""
         if not self._loaded:
             raise ModelNotReady(f"model {self.source.name!r} version {self.source.version} is not loaded")
         pool = self._current_pool()
+        authorization = self._authorization()
         try:
-            response = await pool.post(self._predictions_path, body, FRAME_CONTENT_TYPE)
+            response = await pool.post(self._predictions_path, body, FRAME_CONTENT_TYPE, authorization)
         except ConnectFailed as exc:
             raise _ConnectFailed(f"TorchServe is unreachable: {exc}") from None
         except ConnectionLost as exc:
             raise BackendUnavailable(f"TorchServe connection lost during {self.ts_name!r}: {exc}") from None
         if response.status == 200:
             return response.body
+        if response.status == 400 and INVALID_KEY.encode() in response.body:
+            raise _KeyRefused(authorization)
         raise status_error(self.source.name, self.ts_name, response.status, response.body)
 
     def _current_pool(self) -> HttpPool:
@@ -269,8 +342,10 @@ class TorchServeBackend(Backend):
         return f"/predictions/{self._model_path()}"
 
     def _inference_url(self) -> str:
+        if self.instance is not None:
+            return self.instance.inference_url
         if self.managed is not None:
-            return self.managed.inference_url
+            raise ModelNotReady(f"model {self.source.name!r} version {self.source.version} is not loaded")
         assert self.params.url is not None
         return self.params.url.rstrip("/")
 
@@ -281,6 +356,14 @@ class TorchServeBackend(Backend):
 
 class _ConnectFailed(BackendUnavailable):
     """The connection was never established: the request surely did not reach the handler."""
+
+
+class _KeyRefused(Exception):
+    """TorchServe answered 400 InvalidKeyException: the key expired or was renewed meanwhile."""
+
+    def __init__(self, authorization: str | None) -> None:
+        super().__init__("TorchServe refused the key")
+        self.authorization = authorization
 
 
 class _EndpointDown(BackendUnavailable):

@@ -60,10 +60,14 @@ class HttpPool:
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
 
-    async def post(self, path: str, body: bytes, content_type: str) -> Response:
-        """POST ``body``; the connection goes back to the pool only after a complete, reusable answer."""
+    async def post(self, path: str, body: bytes, content_type: str, authorization: str | None = None) -> Response:
+        """POST ``body``; the connection goes back to the pool only after a complete, reusable answer.
+
+        ``authorization`` is sent as the ``Authorization`` header (TorchServe's bearer key).
+        """
+        auth = f"Authorization: {authorization}\r\n" if authorization else ""
         request = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n{auth}"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1") + body
         conn = self._take_idle() or await self._connect()

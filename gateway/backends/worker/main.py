@@ -7,8 +7,9 @@ class named on the command line, reports the signature, then answers inference f
 in flight at once: the main thread only reads frames and hands them to a small thread
 pool; replies are written whole, under a lock, in completion order.
 
-The worker exits when the gateway closes the socket (including when the gateway dies),
-so it can never outlive its parent for long.
+The worker exits when the gateway closes the socket, and the kernel SIGKILLs it when the
+gateway dies (``PR_SET_PDEATHSIG``, set first thing, before the framework import), so it
+never outlives the gateway, even while it is still loading.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway.backends.worker import wire
+from gateway.backends.worker.keeper import die_with_parent
 from gateway.core.errors import ConfigError
 from gateway.core.types import Signature
 
@@ -115,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runtime", required=True, help="module:factory of the in-worker runtime")
     parser.add_argument("--spec", required=True, help="JSON given to the runtime factory")
     parser.add_argument("--threads", type=int, default=2, help="requests executed in parallel")
+    parser.add_argument("--parent-pid", type=int, default=None, help="the gateway: die with it")
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid)
     channel = _Channel(socket.socket(fileno=args.fd))
     try:
         runtime = _load_runtime(args.runtime, json.loads(args.spec))

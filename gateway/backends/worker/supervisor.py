@@ -15,6 +15,11 @@ version not ready at its next health check), and a supervisor task starts a new 
 after a backoff of ``0.5 s * 2**n`` (capped at 10 s), where ``n`` counts restarts inside the
 last ``restart_window_seconds``. After ``max_restarts`` restarts in that window it gives up
 and the version stays not ready until the gateway reloads it.
+
+Recycling: with ``max_worker_rss_mb`` set, the supervisor reads the worker's resident memory
+every ``memory_check_seconds``; a worker over the bound is replaced without failing a request:
+a new worker is started and loads the model while the old one keeps serving, traffic
+switches to the new one, the old one finishes the requests it holds (drain), then stops.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.backends.worker import wire
+from gateway.backends.worker.keeper import child_env
 from gateway.core.backend import Backend, ModelVersionSource
 from gateway.core.errors import BackendUnavailable, ConfigError
 from gateway.core.signature import merge_signature
@@ -45,10 +51,10 @@ from gateway.core.types import Signature
 
 log = logging.getLogger("modelgate.worker")
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 #: A decoded frame: its JSON header and its tensors by name.
 _Frame = tuple[dict[str, Any], dict[str, np.ndarray]]
 _STOP_GRACE_SECONDS = 5.0
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 class WorkerParameters(BaseModel):
@@ -64,6 +70,18 @@ class WorkerParameters(BaseModel):
         int, Field(ge=0, description="Restarts allowed within restart_window_seconds before giving up.")
     ] = 5
     restart_window_seconds: Annotated[float, Field(gt=0, description="Window for counting restarts.")] = 300.0
+    max_worker_rss_mb: Annotated[
+        float | None,
+        Field(
+            gt=0, description="Resident memory (MB) over which the worker is replaced by a fresh one; unset = never."
+        ),
+    ] = None
+    memory_check_seconds: Annotated[
+        float, Field(gt=0, description="How often the worker's memory is compared with max_worker_rss_mb.")
+    ] = 10.0
+    drain_timeout_seconds: Annotated[
+        float, Field(gt=0, description="How long a replaced worker may take to finish the requests it holds.")
+    ] = 60.0
 
 
 class WorkerProcess:
@@ -80,6 +98,8 @@ class WorkerProcess:
         self._pending: dict[int, asyncio.Future[_Frame]] = {}
         self._ids = itertools.count(1)
         self._closed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._reader_task: asyncio.Task[None] | None = None
         self.exit_code: int | None = None
 
@@ -127,12 +147,15 @@ class WorkerProcess:
         request_id = next(self._ids)
         future: asyncio.Future[_Frame] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        self._idle.clear()
         try:
             frame = wire.encode_frame({"id": request_id, "op": "infer", "outputs": list(outputs)}, inputs)
             await self._send(frame)
             header, tensors = await future
         finally:
             self._pending.pop(request_id, None)
+            if not self._pending:
+                self._idle.set()
             if future.done() and not future.cancelled():
                 future.exception()  # failed while sending: mark the reader's error as seen
         if header.get("op") == "error":
@@ -141,6 +164,23 @@ class WorkerProcess:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no request is in flight (bounded); whether it drained."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def rss_mb(self) -> float | None:
+        """Resident memory of the worker process in MB (None once it is gone)."""
+        try:
+            resident = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return resident * _PAGE_SIZE / 2**20
 
     async def stop(self) -> None:
         """Close the socket (the worker exits on EOF), then terminate it if it lingers."""
@@ -200,6 +240,7 @@ class WorkerProcess:
             if not future.done():
                 future.set_exception(BackendUnavailable(f"{self.label}: the worker process exited during the request"))
         self._pending.clear()
+        self._idle.set()
 
 
 class WorkerBackend(Backend):
@@ -214,6 +255,7 @@ class WorkerBackend(Backend):
         self._supervisor: asyncio.Task[None] | None = None
         self._restart_times: list[float] = []
         self._restart_count = 0
+        self._recycle_count = 0
         self._stopping = False
 
     @property
@@ -237,6 +279,11 @@ class WorkerBackend(Backend):
         return self._restart_count
 
     @property
+    def recycles(self) -> int:
+        """How many times the worker was replaced for exceeding ``max_worker_rss_mb`` (since load)."""
+        return self._recycle_count
+
+    @property
     def supervised(self) -> bool:
         """False once the restart budget is spent: the version stays down until reloaded."""
         return self._supervisor is not None and not self._supervisor.done()
@@ -244,6 +291,7 @@ class WorkerBackend(Backend):
     async def load_impl(self) -> Signature:
         self._stopping = False
         self._restart_count = 0
+        self._recycle_count = 0
         worker = await self._spawn()
         assert worker.signature is not None
         self._worker = worker
@@ -278,15 +326,62 @@ class WorkerBackend(Backend):
         return await WorkerProcess.start(self._label, self.runtime, self.worker_spec(), self.worker_parameters)
 
     async def _supervise(self) -> None:
-        """Wait for the worker to die, then restart it within the restart budget."""
+        """Wait for the worker to die (restart it within the restart budget) or outgrow its memory bound."""
         while self._worker is not None:
-            await self._worker.wait_closed()
+            worker = self._worker
+            died = await self._watch(worker)
             if self._stopping:
                 return
-            dead = self._worker
-            await dead.stop()
-            log.warning("%s: worker pid %d exited with code %s", self._label, dead.pid, dead.exit_code)
+            if not died:
+                await self._recycle(worker)
+                continue
+            await worker.stop()
+            log.warning("%s: worker pid %d exited with code %s", self._label, worker.pid, worker.exit_code)
             self._worker = await self._restart()
+
+    async def _watch(self, worker: WorkerProcess) -> bool:
+        """Return True when ``worker`` died, False when it is over ``max_worker_rss_mb``."""
+        params = self.worker_parameters
+        if params.max_worker_rss_mb is None:
+            await worker.wait_closed()
+            return True
+        while True:
+            try:
+                async with asyncio.timeout(params.memory_check_seconds):
+                    await worker.wait_closed()
+                return True
+            except TimeoutError:
+                rss = worker.rss_mb()
+                if rss is not None and rss > params.max_worker_rss_mb:
+                    log.warning("%s: worker pid %d uses %.0f MB, over max_worker_rss_mb %g; replacing it",
+                                self._label, worker.pid, rss, params.max_worker_rss_mb)  # fmt: skip
+                    return False
+
+    async def _recycle(self, old: WorkerProcess) -> None:
+        """Start a new worker while ``old`` serves, switch to it, drain ``old``, stop it."""
+        params = self.worker_parameters
+        try:
+            new = await self._spawn()
+        except ConfigError as exc:
+            log.error("%s: could not start a replacement worker (%s); keeping pid %d", self._label, exc, old.pid)
+            return
+        if old.closed:  # died while the new one loaded: the new one simply takes over
+            await old.stop()
+            self._worker = new
+            return
+        self._worker = new  # new requests go to the new worker from here on
+        try:
+            if not await old.drain(params.drain_timeout_seconds):
+                log.warning("%s: worker pid %d still had requests after %g s; stopping it",
+                            self._label, old.pid, params.drain_timeout_seconds)  # fmt: skip
+        finally:
+            await old.stop()
+        self._recycle_count += 1  # counted once the old worker is gone
+        log.info("%s: worker pid %d replaced by pid %d", self._label, old.pid, new.pid)
+        rss = new.rss_mb()
+        if rss is not None and params.max_worker_rss_mb is not None and rss > params.max_worker_rss_mb:
+            log.warning("%s: the new worker already uses %.0f MB right after loading, over max_worker_rss_mb %g",
+                        self._label, rss, params.max_worker_rss_mb)  # fmt: skip
 
     async def _restart(self) -> WorkerProcess | None:
         params = self.worker_parameters
@@ -313,13 +408,13 @@ def _command(fd: int, runtime: str, spec: Mapping[str, Any], threads: int) -> li
     return [
         sys.executable, "-m", "gateway.backends.worker.main",
         "--fd", str(fd), "--runtime", runtime, "--spec", json.dumps(dict(spec)), "--threads", str(threads),
+        "--parent-pid", str(os.getpid()),
     ]  # fmt: skip
 
 
 def _worker_env() -> dict[str, str]:
     """The gateway's environment, with the gateway package importable and TF's C++ logging quieter."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    env = child_env()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
