@@ -524,8 +524,8 @@ repo, run_dir, http, grpc, metrics = sys.argv[1], sys.argv[2], *map(int, sys.arg
 registry = BackendRegistry()
 registry.register(OnnxRuntimeBackend)
 registry.register(TorchServeBackend, TorchServeFactory(ManagedTorchServe(run_dir=Path(run_dir))))
-gateway = Gateway(Settings(model_repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics, management_port=0,
-                           health_check_seconds=0.5), registry)
+gateway = Gateway(Settings(model_repository=repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                           management_port=0, health_check_seconds=0.5), registry)
 
 async def main():
     loop = asyncio.get_running_loop()
