@@ -33,24 +33,9 @@ async def measured_rpc(
     started = time.perf_counter()
     inflight = metrics.inflight.labels(protocol)
     inflight.inc()
-    code, client_error, server_error = grpc.StatusCode.OK, False, False
-    try:
-        return await handler()
-    except GatewayError as error:
-        code, client_error, server_error = status_for(error), error.is_client_error, not error.is_client_error
-        await abort_with(context, error)
-    except asyncio.CancelledError:  # the client went away or its deadline passed
-        code, client_error = grpc.StatusCode.CANCELLED, True
-        raise
-    except Exception:
-        log.exception(
-            "unexpected error in a %s call for model %r (request id %s)", protocol, labels.model[:64],
-            current_request_id(),
-        )  # fmt: skip
-        code, server_error = grpc.StatusCode.INTERNAL, True
-        await abort_internal(context)
-    finally:
-        inflight.dec()
+
+    def record(code: grpc.StatusCode, client_error: bool, server_error: bool) -> None:
+        # Before the status is sent: a client that sees the answer also sees it counted.
         info = CURRENT_REQUEST.get()
         if info is not None:
             info.protocol, info.model, info.version = protocol, labels.model, labels.version
@@ -58,3 +43,23 @@ async def measured_rpc(
             labels.model, labels.version, protocol, code.name, outcome_of(client_error, server_error),
             time.perf_counter() - started,
         )  # fmt: skip
+
+    try:
+        response = await handler()
+    except GatewayError as error:
+        record(status_for(error), error.is_client_error, not error.is_client_error)
+        await abort_with(context, error)
+    except asyncio.CancelledError:  # the client went away or its deadline passed
+        record(grpc.StatusCode.CANCELLED, True, False)
+        raise
+    except Exception:
+        log.exception(
+            "unexpected error in a %s call for model %r (request id %s)", protocol, labels.model[:64],
+            current_request_id(),
+        )  # fmt: skip
+        record(grpc.StatusCode.INTERNAL, False, True)
+        await abort_internal(context)
+    finally:
+        inflight.dec()
+    record(grpc.StatusCode.OK, False, False)
+    return response

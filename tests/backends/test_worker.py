@@ -189,20 +189,20 @@ async def test_a_worker_over_its_memory_bound_is_replaced_without_failing_reques
                   "parameters: {max_worker_rss_mb: 1, memory_check_seconds: 0.2}\n")  # fmt: skip
     (repo / "digits" / "config.yaml").write_text("max_queue_size: 1000\n", encoding="utf-8")
     registry = BackendRegistry()
-    registry.register(TensorFlowBackend.name, TensorFlowBackend)
+    registry.register(TensorFlowBackend)
     recycling = ModelManager(ModelRepository(repo), registry)
     await recycling.load_all()
     try:
         plane = DataPlane(recycling, Metrics())
         backend = tf_backend(recycling)
         first_pid = backend.worker_pid
-        expected = (await plane.infer(request(3))).outputs[0].data
+        expected = (await infer_named(plane, request(3))).outputs[0].data
         answers: list[np.ndarray] = []
         stop = asyncio.Event()
 
         async def client() -> None:
             while not stop.is_set():
-                answers.append((await plane.infer(request(3))).outputs[0].data)  # any failure fails the test
+                answers.append((await infer_named(plane, request(3))).outputs[0].data)  # any failure fails the test
 
         clients = [asyncio.create_task(client()) for _ in range(4)]
         deadline = time.monotonic() + _DEADLINE_SECONDS * 2
