@@ -14,11 +14,13 @@ import asyncio
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -562,10 +564,18 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_gateway_process_serves_torchserve_and_sigterm_stops_it(tmp_path: Path, artifacts: dict[str, Path]) -> None:
     """A real gateway process: serves v2 through its managed TorchServe; SIGTERM leaves nothing running."""
     repo = write_repo(tmp_path / "repo", artifacts)
-    run_dir = tmp_path / "ts_run"
+    # TorchServe's worker sockets live under the run dir and AF_UNIX paths are short: not under tmp_path,
+    # which xdist makes too deep
+    run_dir = Path(tempfile.mkdtemp(prefix="mg-ts-"))
+    try:
+        _serve_and_stop(repo, run_dir, tmp_path / "gateway.log")
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _serve_and_stop(repo: Path, run_dir: Path, log: Path) -> None:
     http, grpc, metrics = _free_ports(3)
     base = f"http://127.0.0.1:{http}"
-    log = tmp_path / "gateway.log"
     with log.open("wb") as sink:
         child = subprocess.Popen(
             [sys.executable, "-c", GATEWAY_CHILD, str(repo), str(run_dir), str(http), str(grpc), str(metrics)],
