@@ -227,6 +227,9 @@ def run_until_signal(gateway: Gateway) -> None:
         runner.run(main())
 
 
+_BACKLOG = 2048  # uvicorn's default
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -237,4 +240,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
+    # Listen now: the "listening" line is logged before uvicorn's serve task runs, and a client that
+    # connects in between must be queued by the kernel, not refused (uvicorn listens again, same backlog).
+    sock.listen(_BACKLOG)
     return sock

@@ -20,9 +20,9 @@ from gateway.core.tracing import NO_TRACER, Tracer
 from gateway.core.types import InferRequest, InferResponse
 from gateway.metrics import Metrics
 from gateway.protocols import PROTOCOLS
+from gateway.protocols.grpc_server import GrpcLimits, bounded_server_options
 from gateway.protocols.http_app import HttpApp
 from gateway.protocols.mounts import Mounts, ProtocolContext, mount_all
-from gateway.protocols.v2.grpc_api import grpc_server_options
 
 MiB = 1024 * 1024
 
@@ -62,7 +62,7 @@ async def grpc_served(
 ) -> AsyncIterator[tuple[grpc.aio.Channel, Mounts]]:
     """Every gRPC service on a free port, and a channel to it; health is refreshed as at start-up."""
     mounts = served.mounts()
-    server = grpc.aio.server(options=grpc_server_options(max_message_bytes))
+    server = grpc.aio.server(options=bounded_server_options(GrpcLimits(max_message_bytes=max_message_bytes)))
     for install in mounts.grpc_services:
         install(server)
     port = server.add_insecure_port("127.0.0.1:0")

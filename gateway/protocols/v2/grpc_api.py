@@ -94,18 +94,3 @@ class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceSer
                 return ModelInferResponseConverter.from_types(response)
 
         return await measured_rpc(context, self._metrics, PROTOCOL, labels, handle)
-
-
-def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel options for ``grpc.aio.server``: explicit message limits, and no silent port sharing.
-
-    gRPC's own limit answers an oversized request with RESOURCE_EXHAUSTED before it is
-    parsed. ``so_reuseport`` is on by default in gRPC on Linux, which would let a second
-    gateway bind the same port and steal half the connections; turning it off makes that a
-    bind error instead.
-    """
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ]

@@ -33,8 +33,9 @@ from gateway.core.errors import (
 from gateway.core.types import InferRequest, RequestedOutput, Tensor
 from gateway.metrics import Metrics
 from gateway.protocols.grpc_errors import INTERNAL_DETAILS, STATUS_BY_KIND, status_on_error
+from gateway.protocols.grpc_server import GrpcLimits, bounded_server_options
 from gateway.protocols.mounts import Mounts
-from gateway.protocols.v2.grpc_api import SERVICE_NAME, grpc_server_options
+from gateway.protocols.v2.grpc_api import SERVICE_NAME
 from gateway.protocols.v2.grpc_codec import ModelInferRequestConverter, ModelInferResponseConverter
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
@@ -379,11 +380,11 @@ async def test_message_over_the_limit_is_resource_exhausted(repo: Path) -> None:
 
 
 async def test_server_options_refuse_a_second_server_on_the_same_port() -> None:
-    first = grpc.aio.server(options=grpc_server_options(1024))
+    first = grpc.aio.server(options=bounded_server_options(GrpcLimits(max_message_bytes=1024)))
     port = first.add_insecure_port("127.0.0.1:0")
     await first.start()
     try:
-        second = grpc.aio.server(options=grpc_server_options(1024))
+        second = grpc.aio.server(options=bounded_server_options(GrpcLimits(max_message_bytes=1024)))
         with pytest.raises(RuntimeError):
             second.add_insecure_port(f"127.0.0.1:{port}")
         await second.stop(grace=None)
