@@ -123,6 +123,7 @@ class Metrics:
 
     def _add_deployment_series(self) -> None:
         r = self.registry
+        self._weighted: dict[str, set[str]] = {}  # model -> versions with a modelgate_traffic_weight series
         self.deployments = Counter(
             "modelgate_deployments", "Deployments (loads, rollouts) by outcome.", ["model", "outcome"], registry=r
         )
@@ -145,14 +146,21 @@ class Metrics:
         self.rollbacks.labels(model, reason).inc()
 
     def traffic_weights(self, model: str, weights: Mapping[str, float]) -> None:
+        """Export ``weights`` as the model's whole split: versions no longer in it lose their series."""
+        for gone in self._weighted.get(model, set()) - weights.keys():
+            self.traffic_weight.remove(model, gone)
         for version, weight in weights.items():
             self.traffic_weight.labels(model, version).set(weight)
+        self._weighted[model] = set(weights)
 
     def rollout_step(self, model: str, step: int) -> None:
         self.rollout_step_gauge.labels(model).set(step)
 
     def models_changed(self, names: Sequence[str], versions: Mapping[str, Sequence[str]]) -> None:
         self.set_known_models(names, versions)
+        for model in set(self._weighted) - set(names):  # a model no longer served has no split
+            self.traffic_weights(model, {})
+            del self._weighted[model]
 
     def set_known_models(self, names: Iterable[str], versions: Mapping[str, Iterable[str]] | None = None) -> None:
         """Which model names (and, if given, which versions of each) may appear as label values."""

@@ -113,7 +113,9 @@ PLAN = {
     "version": "2",
     "steps": [20, 50, 100],
     "min_requests": 20,
-    "slo": {"max_error_rate": 0.05, "latency_floor_seconds": 0.05},
+    # Latency is judged only by the slow-version test: here a busy machine's stall must not look like a slow
+    # candidate (the p99 of 20 requests is their maximum).
+    "slo": {"max_error_rate": 0.05, "max_p99_ratio": None},
 }
 
 

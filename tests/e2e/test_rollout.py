@@ -27,9 +27,9 @@ pytestmark = pytest.mark.e2e
 ENV = {"MODELGATE_DEPLOYMENT_POLL_SECONDS": "0.2"}
 PLAN: dict[str, Any] = {
     "version": "2", "steps": [10, 50, 100], "min_requests": 40,
-    # Latency is judged by the slow-version test; elsewhere only a p99 over 1 s would count (a busy
-    # shared machine easily adds tens of milliseconds to any request).
-    "slo": {"max_error_rate": 0.05, "latency_floor_seconds": 1.0},
+    # Latency is judged only by the slow-version test: a busy shared machine can stall any request for
+    # a second, which must not look like a slow candidate.
+    "slo": {"max_error_rate": 0.05, "max_p99_ratio": None},
 }  # fmt: skip
 
 
