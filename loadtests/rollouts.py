@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtests import prometheus
+from loadtests.config import RunConfig
 from loadtests.deploy_api import ACTIVE, Answer, DeployApi
 from loadtests.errors import LoadTestError
 from loadtests.loadgen import CpuMonitor
 from loadtests.rollout_plan import ScenarioPlan
 from loadtests.runner import Layout, RunArtifacts, RunOptions, default_metrics_url, load_window, prepare, run_locust
 from loadtests.runner import scrape_after as scrape_counted
-from loadtests.stats import find_row, read_stats_csv
+from loadtests.stats import find_row, load_samples, read_stats_csv
 
 #: Seconds between two looks at the rollout state or the request count.
 POLL_SECONDS = 0.2
@@ -69,6 +70,7 @@ class RolloutDriver:
     load_done: threading.Event
     windows: list[RolloutWindow] = field(default_factory=list)
     error: BaseException | None = None
+    stopped_at: float | None = None
     _pause: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -80,6 +82,7 @@ class RolloutDriver:
         except BaseException as exc:  # reported by the main thread
             self.error = exc
         finally:
+            self.stopped_at = time.time()
             self.stop_load.set()
 
     def _one(self, index: int) -> bool:
@@ -147,6 +150,7 @@ class ScenarioArtifacts:
     history_from: int
     initial_weights: dict[str, float]
     deploy_url: str
+    load_stopped_at: float | None
 
 
 def run_scenario(
@@ -180,11 +184,23 @@ def run_scenario(
         raise driver.error
     row = find_row(read_stats_csv(layout.stats_csv), config.request_name)
     after = scrape_counted(metrics_url, config, before, row.requests if row is not None else 0)
+    # the whole-run report covers the load as it ran, not the --duration cap the scenario ended before
+    config = config.model_copy(update={"duration": _load_seconds(layout, config, driver.stopped_at)})
     run = RunArtifacts(options, config, layout, monitor.result(load_window(layout.history_csv)), metrics_url,
                        before, after)  # fmt: skip
     weights = {str(k): float(v) for k, v in (initial.get("weights") or {}).items()}
     history = api.history(options.model)[history_from:]
-    return ScenarioArtifacts(run, plan, driver.windows, history, history_from, weights, api.url)
+    return ScenarioArtifacts(run, plan, driver.windows, history, history_from, weights, api.url,
+                             driver.stopped_at)  # fmt: skip
+
+
+def _load_seconds(layout: Layout, config: RunConfig, stopped_at: float | None) -> float:
+    """Seconds from the first request sent to the end of the scenario (at most the configured duration)."""
+    samples = load_samples(layout.latencies, config.request_name)
+    if stopped_at is None or samples is None or samples.end_s.size == 0:
+        return config.duration
+    first = float((samples.end_s - samples.response_ms / 1000.0).min())
+    return min(config.duration, max(stopped_at - first, 1.0))
 
 
 def _stop_when(stop_load: threading.Event, load_done: threading.Event, layout: Layout) -> None:

@@ -68,7 +68,9 @@ def _weights(scenario: ScenarioArtifacts, origin: float) -> list[dict[str, Any]]
 def timeline_data(scenario: ScenarioArtifacts, samples: Samples) -> dict[str, Any]:
     """The plot's data, kept in ``rollouts.json``."""
     origin = float((samples.end_s - samples.response_ms / 1000.0).min(initial=time.time()))
-    seconds = per_second(samples, origin)
+    # whole seconds up to the end of the scenario: after it, only requests finishing during the graceful stop
+    stopped = scenario.load_stopped_at
+    seconds = per_second(samples, origin, None if stopped is None else stopped - origin)
     with np.errstate(invalid="ignore", divide="ignore"):
         error_percent = np.where(seconds.rps > 0, 100.0 * seconds.failures / seconds.rps, np.nan)
     return {

@@ -228,3 +228,48 @@ def test_rollouts_under_load_report_what_the_gateway_recorded(
     assert rows[1]["gateway_rollout_failed"] >= 1
     page = (out / "rollouts.md").read_text(encoding="utf-8")
     assert recorded[1][2] in page and "deployment success rate: 100% (2 of 2 good rollouts promoted)" in page
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "loadtests"
+
+
+def test_the_example_plan_and_slo_files_are_valid() -> None:
+    plan = load_plan(EXAMPLES / "rollouts.example.yaml")
+    assert {r.expect for r in plan.rollouts} == set(Expect)
+    bounds = load_slo_file(EXAMPLES / "slo.example.yaml").rollouts
+    assert bounds is not None and bounds.max_failed_requests_good_rollout == 0
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("extra", "plan", "message"),
+    [
+        ((), {"rollouts": [{"version": 2}]}, "--plan {plan}: rollouts.0.expect: Field required"),
+        (("--model-version", "1"), PLAN, "--model-version: not for rollouts"),
+        (("--settle-requests", "0"), PLAN, "--settle-requests must be at least 1, got 0"),
+        ((), PLAN, "deployment API http://127.0.0.1:{port} unreachable"),
+    ],
+)
+def test_unusable_arguments_exit_2_with_one_line_before_any_load(
+    run_modelgate: RunModelgate, tmp_path: Path, extra: tuple[str, ...], plan: dict[str, Any], message: str
+) -> None:
+    plan_file = write_yaml(tmp_path / "plan.yaml", plan)
+    port = closed_port()
+    out = tmp_path / "report"
+    result = run_modelgate(
+        "loadtest-rollouts", "--host", f"http://127.0.0.1:{closed_port()}", "--model", MODEL, "--plan", str(plan_file),
+        "--deploy-url", f"http://127.0.0.1:{port}", "--out", str(out), *extra,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("modelgate loadtest-rollouts: error: ")
+    assert message.format(plan=plan_file, port=port) in lines[0] and "Traceback" not in result.stderr
+    assert not out.exists()  # refused before any load (nothing written)
