@@ -361,8 +361,8 @@ def markdown(report: ScenarioReport, plot: str | None) -> str:
 
 def write(report: ScenarioReport, scenario: ScenarioArtifacts) -> list[Path]:
     """Write ``rollouts.json``, ``timeline.png`` and ``rollouts.md`` into the run's folder."""
+    from loadtests.plots import plot_timeline
     from loadtests.report import finite
-    from loadtests.timeline import plot_timeline
 
     out = scenario.run.layout.out
     data = out / "rollouts.json"

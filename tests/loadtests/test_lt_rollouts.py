@@ -36,7 +36,7 @@ PLAN: dict[str, Any] = {
     "defaults": {
         "steps": [20, 50, 100], "min_requests": 15,
         # only the error rate (and the shadow's disagreement) decide here: latency on a busy machine is noise
-        "slo": {"max_error_rate": 0.05, "latency_floor_seconds": 5.0},
+        "slo": {"max_error_rate": 0.05, "max_p99_ratio": None},
     },
     "rollouts": [
         {"version": 2, "expect": "good"},
