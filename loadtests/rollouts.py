@@ -180,6 +180,7 @@ def run_scenario(
         load_done.set()
         thread.join()
         watcher.join()
+        layout.stop.unlink(missing_ok=True)
     if driver.error is not None:
         raise driver.error
     row = find_row(read_stats_csv(layout.stats_csv), config.request_name)
