@@ -4,7 +4,9 @@ What happened to each rollout (outcome, rollback reason, time to roll out, step)
 gateway's own deployment history, verbatim; the load test adds what only it can see: the requests
 that failed during each rollout's window, counted the way the single-run report counts them (the
 difference of the gateway's ``modelgate_requests_total`` by status between the window's edges) and
-by the client (Locust's responses that failed, wrong answers included, by completion time).
+by the client (Locust's responses that failed, wrong answers included, by the time the request was sent:
+a loaded Locust may record a response well after the gateway counted it, but it sent the request before
+the gateway routed it).
 
 A rollout's window runs from just before its start call to just before the next rollout's (the last
 one's to the end of the load), so a request is counted in exactly one window, and the time the
@@ -64,8 +66,9 @@ def server_counts(before: prometheus.Snapshot, after: prometheus.Snapshot | None
 
 
 def client_counts(samples: Samples, start: float, end: float) -> Counts:
-    """The client's responses (and failed ones) that completed in ``[start, end)``."""
-    inside = (samples.end_s >= start) & (samples.end_s < end)
+    """The client's responses (and failed ones) to requests sent in ``[start, end)``."""
+    sent = samples.end_s - samples.response_ms / 1000.0
+    inside = (sent >= start) & (sent < end)
     return Counts(int(inside.sum()), int((inside & ~samples.success).sum()))
 
 
@@ -351,7 +354,7 @@ def markdown(report: ScenarioReport, plot: str | None) -> str:
         "are the gateway's deployment history. A rollout's window runs from its start call to the next one's "
         "(the last to the end of the load). Failed requests: *gateway* = non-2xx/OK statuses in "
         "`modelgate_requests_total` between the window's edges; *client* = responses Locust counted as failed "
-        "(wrong answers included) that completed in the window.",
+        "(wrong answers included) to requests sent in the window.",
     ]
     if plot:
         lines += ["", f"![timeline]({plot})"]

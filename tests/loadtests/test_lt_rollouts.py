@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
 from loadtests import prometheus
 from loadtests.errors import LoadTestError
 from loadtests.rollout_plan import Expect, load_plan
-from loadtests.rollout_report import RolloutRow, evaluate, failed_status, server_counts, success_rate
+from loadtests.rollout_report import RolloutRow, client_counts, evaluate, failed_status, server_counts, success_rate
 from loadtests.slo import RolloutBounds, load_slo_file
+from loadtests.stats import Samples
 from tests.e2e.server_process import ServerProcess
 from tests.lifecycle_models import add_variant
 from tests.loadtests.conftest import RunModelgate
@@ -141,6 +143,18 @@ def test_failed_requests_are_the_non_2xx_statuses_between_two_scrapes() -> None:
     ]  # fmt: skip
 
 
+def test_the_client_counts_a_request_in_the_window_it_was_sent_in() -> None:
+    # sent at 9.5 s (answered at 10.5 s), 10.2 s, 11.9 s (answered at 12.4 s, after the window), 12.0 s
+    samples = Samples(
+        response_ms=np.array([1000.0, 100.0, 500.0, 10.0]),
+        success=np.array([False, True, False, False]),
+        lag_ms=np.zeros(4),
+        end_s=np.array([10.5, 10.3, 12.4, 12.01]),
+    )
+    counts = client_counts(samples, 10.0, 12.0)
+    assert (counts.requests, counts.failed) == (2, 1)
+
+
 # -- end to end: a real gateway, real ONNX versions, real Locust -------------------------------------
 
 
@@ -195,7 +209,7 @@ def test_rollouts_under_load_report_what_the_gateway_recorded(
         "loadtest-rollouts", "--host", server.url, "--model", MODEL, "--protocol", "binary",
         "--shape", "rate:rps=80,users=8", "--plan", str(plan), "--deploy-url", server.management_url,
         "--metrics-url", f"http://127.0.0.1:{server.metrics}/metrics", "--slo", str(slo),
-        "--warmup-requests", "20", "--settle-requests", "20", "--out", str(out),
+        "--warmup-requests", "20", "--settle-requests", "60", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     requests_after, failed_after = gateway_failed(server)
