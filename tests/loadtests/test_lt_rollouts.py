@@ -287,3 +287,28 @@ def test_unusable_arguments_exit_2_with_one_line_before_any_load(
     assert len(lines) == 1 and lines[0].startswith("modelgate loadtest-rollouts: error: ")
     assert message.format(plan=plan_file, port=port) in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()  # refused before any load (nothing written)
+
+
+@pytest.mark.e2e
+def test_a_wrong_management_token_exits_2_before_any_load(
+    demo_repo: Path, run_modelgate: RunModelgate, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("not-the-token\n", encoding="utf-8")
+    out = tmp_path / "report"
+    with ServerProcess(demo_repo, env={"MODELGATE_MANAGEMENT_TOKEN": "s3cret-token"}) as server:
+        requests_before, _ = gateway_failed(server)
+        result = run_modelgate(
+            "loadtest-rollouts", "--host", server.url, "--model", MODEL,
+            "--plan", str(write_yaml(tmp_path / "plan.yaml", PLAN)), "--deploy-url", server.management_url,
+            "--metrics-url", f"http://127.0.0.1:{server.metrics}/metrics", "--token-file", str(token_file),
+            "--out", str(out),
+        )  # fmt: skip
+        requests_after, _ = gateway_failed(server)
+        server.terminate()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"modelgate loadtest-rollouts: error: deployment API {server.management_url}: missing or wrong token "
+        "(--token-file or $MODELGATE_MANAGEMENT_TOKEN)"
+    )
+    assert "s3cret" not in result.stderr and not out.exists() and requests_after == requests_before
