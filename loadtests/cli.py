@@ -23,11 +23,13 @@ SHAPE_HELP = (
 )
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, shape_help: str = SHAPE_HELP, duration_help: str = "") -> None:
     parser.add_argument("--model", required=True, help="model name in the repository")
     parser.add_argument("--model-version", dest="version", default=None, help="model version (default: the server's)")
-    parser.add_argument("--shape", default="constant:users=4", help=SHAPE_HELP)
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per run (default 30)")
+    parser.add_argument("--shape", default="constant:users=4", help=shape_help)
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help=duration_help or "seconds of load per run (default 30)"
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="samples per request for batched models (default 1)")
     parser.add_argument(
         "--inputs", type=Path, default=None,
@@ -159,7 +161,11 @@ def _register_rollouts(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--rollout-timeout", type=float, default=300.0,
         help="seconds a rollout (or a wait for requests) may take before the scenario aborts it (default 300)",
     )  # fmt: skip
-    _add_common(rollouts)
+    _add_common(
+        rollouts,
+        shape_help=f"{SHAPE_HELP}; default poisson:rps=100,users=16 (steady open-loop load)",
+        duration_help="most seconds of load: the scenario ends when its last rollout has settled (default 1800)",
+    )
     rollouts.set_defaults(func=run_rollouts_command, shape="poisson:rps=100,users=16", duration=1800.0)
 
 
