@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
 .PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench loadtest loadtest-compare \
-	loadtest-sweep loadtest-compare-versions
+	loadtest-sweep loadtest-compare-versions loadtest-rollouts
 
 install: $(STAMP)
 
@@ -76,6 +76,11 @@ loadtest-sweep: install
 loadtest-compare-versions: install
 	$(VENV)/bin/modelgate loadtest-compare-versions --host http://$(HOST):8000 --model digits_keras \
 		--model-repository $(REPO) --shape constant:users=4 --duration 10 --out reports/versions $(VERSIONS_ARGS)
+
+# Deployment success under load: the demo MLP's good and bad versions (built from $(REPO)/digits_mlp) rolled out
+# one after another under steady load, on a gateway of its own (free ports; `make serve` may keep running).
+loadtest-rollouts: install
+	$(PY) -m bench.rollouts_demo --model-repository $(REPO) --out reports/rollouts $(ROLLOUTS_ARGS)
 
 loadtest-compare: install
 	$(VENV)/bin/modelgate loadtest-compare --model digits_mlp --shape constant:users=8 --duration 20 \

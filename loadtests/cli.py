@@ -23,11 +23,13 @@ SHAPE_HELP = (
 )
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, shape_help: str = SHAPE_HELP, duration_help: str = "") -> None:
     parser.add_argument("--model", required=True, help="model name in the repository")
     parser.add_argument("--model-version", dest="version", default=None, help="model version (default: the server's)")
-    parser.add_argument("--shape", default="constant:users=4", help=SHAPE_HELP)
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per run (default 30)")
+    parser.add_argument("--shape", default="constant:users=4", help=shape_help)
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help=duration_help or "seconds of load per run (default 30)"
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="samples per request for batched models (default 1)")
     parser.add_argument(
         "--inputs", type=Path, default=None,
@@ -129,6 +131,42 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     versions.add_argument("--versions", default=None, help="only these versions, e.g. 1,3 (default: every one served)")
     _add_common(versions)
     versions.set_defaults(func=run_versions_command, duration=10.0)
+    _register_rollouts(subparsers)
+
+
+def _register_rollouts(subparsers: argparse._SubParsersAction[Any]) -> None:
+    rollouts = subparsers.add_parser(
+        "loadtest-rollouts",
+        help="steady load on a model while rollouts from a plan file run through the deployment API",
+    )
+    rollouts.add_argument("--host", required=True, help="the gateway: http://HOST:PORT or grpc://HOST:PORT")
+    rollouts.add_argument("--protocol", choices=[p.value for p in Protocol], default=Protocol.BINARY.value)
+    rollouts.add_argument("--out", type=Path, required=True, help="report folder (created): rollouts.md/json, timeline")
+    rollouts.add_argument("--plan", type=Path, required=True, help="YAML: the rollouts, in order, and what each does")
+    rollouts.add_argument(
+        "--deploy-url", default=None,
+        help="the management API (default $MODELGATE_MANAGEMENT_URL, else port 8003 on the --host machine)",
+    )  # fmt: skip
+    rollouts.add_argument(
+        "--token-file", type=Path, default=None,
+        help="file holding the management token (default $MODELGATE_MANAGEMENT_TOKEN; none on loopback)",
+    )  # fmt: skip
+    rollouts.add_argument(
+        "--warmup-requests", type=int, default=100, help="requests the gateway counts before the first rollout"
+    )
+    rollouts.add_argument(
+        "--settle-requests", type=int, default=50, help="requests the gateway counts after a decision before the next"
+    )
+    rollouts.add_argument(
+        "--rollout-timeout", type=float, default=300.0,
+        help="seconds a rollout (or a wait for requests) may take before the scenario aborts it (default 300)",
+    )  # fmt: skip
+    _add_common(
+        rollouts,
+        shape_help=f"{SHAPE_HELP}; default poisson:rps=100,users=16 (steady open-loop load)",
+        duration_help="most seconds of load: the scenario ends when its last rollout has settled (default 1800)",
+    )
+    rollouts.set_defaults(func=run_rollouts_command, shape="poisson:rps=100,users=16", duration=1800.0)
 
 
 def input_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -291,6 +329,51 @@ def run_versions_command(args: argparse.Namespace) -> int:
     print(console_table(rows))
     print(f"report: {args.out / 'comparison.md'}")
     return EXIT_PASS if all(row.passed for row in rows) else EXIT_GATE
+
+
+def run_rollouts_command(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from loadtests.deploy_api import DeployApi, default_deploy_url, read_token
+    from loadtests.errors import LoadTestError
+    from loadtests.report import build_report, write_report
+    from loadtests.rollout_plan import load_plan
+    from loadtests.rollout_report import build, console_table, write
+    from loadtests.rollouts import DriverSettings, run_scenario
+    from loadtests.runner import RunOptions
+    from loadtests.slo import load_slo_file
+
+    command = "loadtest-rollouts"
+    try:
+        if args.version is not None:
+            raise LoadTestError("--model-version: not for rollouts (requests name only the model, to follow routing)")
+        for flag, value in (("--warmup-requests", args.warmup_requests), ("--settle-requests", args.settle_requests)):
+            if value < 1:
+                raise LoadTestError(f"{flag} must be at least 1, got {value}")
+        if args.rollout_timeout <= 0:
+            raise LoadTestError(f"--rollout-timeout must be positive, got {args.rollout_timeout:g}")
+        slo = load_slo_file(args.slo) if args.slo is not None else None
+        plan = load_plan(args.plan)
+        options = RunOptions(
+            host=args.host, model=args.model, protocol=Protocol(args.protocol), shape=args.shape,
+            duration=args.duration, out=args.out, follow_routing=True, **input_options(args),
+        )  # fmt: skip
+        settings = DriverSettings(args.warmup_requests, args.settle_requests, args.rollout_timeout)
+        with DeployApi(args.deploy_url or default_deploy_url(args.host), read_token(args.token_file)) as api:
+            scenario = run_scenario(options, plan, api, settings)
+        report = build(scenario, slo.rollouts if slo is not None else None)
+        run_report = build_report(scenario.run, None)
+        note = "this is the whole scenario's load; its gate is the rollouts' (rollouts.md), not zero failures"
+        write_report(replace(run_report, breaches=[], notes=[*run_report.notes, note]), scenario.run)
+        write(report, scenario)
+    except LoadTestError as exc:
+        return _error(command, str(exc))
+    except KeyboardInterrupt:
+        print(f"modelgate {command}: interrupted (Locust stopped)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(console_table(report))
+    print(f"report: {args.out / 'rollouts.md'}")
+    return EXIT_PASS if report.passed else EXIT_GATE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,9 @@ class RunConfig(BaseModel):
     answers_from: str = Field(default="", description="where the inputs (and answers) came from, for the report")
     processes: int = Field(default=1, ge=1, description="Locust worker processes sharing the load")
     results_path: Path = Field(description="where each Locust process writes raw latencies (one file per process)")
+    stop_file: Path | None = Field(
+        default=None, description="the run ends early (gracefully, like at its duration) once this file exists"
+    )
 
     @property
     def request_name(self) -> str:

@@ -82,7 +82,8 @@ class ConfiguredShape(LoadTestShape):
             return None
         config = workload_for(config_path).config
         shape = parse_shape(config.shape)
-        ticked = shape.tick(time.perf_counter() - self.start_time, config.duration)
+        stopped = config.stop_file is not None and config.stop_file.exists()
+        ticked = None if stopped else shape.tick(time.perf_counter() - self.start_time, config.duration)
         if ticked is not None or not isinstance(runner, MasterRunner):
             return ticked
         return self._drain(runner, shape.spawn_rate())

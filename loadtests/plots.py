@@ -3,7 +3,8 @@
 - ``latency_over_time.png``: exact p50/p90/p95/p99 of each second's responses, with the user count;
 - ``throughput_over_time.png``: responses/s and failures/s with the user count, and Locust's CPU below;
 - ``latency_histogram.png``: every exact client response time, with its percentiles;
-- ``client_vs_server.png``: client, gateway and backend percentiles side by side (when metrics were scraped).
+- ``client_vs_server.png``: client, gateway and backend percentiles side by side (when metrics were scraped);
+- ``timeline.png`` (rollout scenario): traffic weight per version, error rate and p99 per second, decisions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from loadtests.stats import Samples, load_samples
 
 if TYPE_CHECKING:
     from loadtests.report import RunReport
+    from loadtests.rollout_report import ScenarioReport
     from loadtests.runner import RunArtifacts
     from loadtests.sweep import Level
     from loadtests.versions import VersionRow
@@ -269,4 +271,41 @@ def plot_versions(rows: list[VersionRow], model: str, path: Path) -> Path:
     tput_ax.set_xticks(x, names, fontsize="small")
     tput_ax.set(ylabel="throughput (samples/s)", title=f"{model}: samples per second per version")
     tput_ax.legend()
+    return _save(fig, path)
+
+
+def _weight_series(changes: list[dict[str, Any]], end: float) -> dict[str, tuple[list[float], list[float]]]:
+    versions = sorted({v for c in changes for v in c["weights"]}, key=lambda v: (len(v), v))
+    times = [float(c["t"]) for c in changes] + [end]
+    return {v: (times, [float(c["weights"].get(v, 0.0)) for c in changes] + [float(changes[-1]["weights"].get(v, 0.0))])
+            for v in versions}  # fmt: skip
+
+
+def plot_timeline(report: ScenarioReport, path: Path) -> Path:
+    from loadtests.timeline import DECISION_COLOURS
+
+    data = report.timeline
+    plt = _pyplot()
+    fig, (weights_ax, errors_ax, p99_ax) = plt.subplots(3, 1, figsize=(10, 8), sharex=True, height_ratios=(1, 1, 1))
+    t = np.asarray(data["second_mid_s"], dtype=float)
+    end = max([float(t.max()) + 0.5 if t.size else 1.0, *(float(d["t"]) for d in data["decisions"])])
+    for version, (times, weights) in _weight_series(data["weights"], end).items():
+        weights_ax.step(times, weights, where="post", label=f"version {version}")
+    weights_ax.set(ylabel="traffic weight (%)", ylim=(-5, 105),
+                   title=f"Rollouts under load: {report.run['request_name']}")  # fmt: skip
+    weights_ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    errors_ax.plot(t, np.asarray(data["error_rate_percent"], dtype=float), marker=".", color="red")
+    errors_ax.set(ylabel="failed responses (% per second)")
+    errors_ax.set_ylim(bottom=0)
+    p99_ax.plot(t, np.asarray(data["p99_ms"], dtype=float), marker=".", color="purple")
+    p99_ax.set(ylabel="p99 response time (ms)", xlabel="time since the first request (s; whole seconds only)")
+    p99_ax.set_ylim(bottom=0)
+    for decision in data["decisions"]:
+        colour = DECISION_COLOURS[decision["action"]]
+        style = ":" if decision["action"] == "rollout_start" else "--"
+        for ax in (weights_ax, errors_ax, p99_ax):
+            ax.axvline(decision["t"], color=colour, linestyle=style, linewidth=1)
+        if decision["action"] != "rollout_start":
+            weights_ax.annotate(decision["label"], (decision["t"], 102), rotation=90, fontsize="x-small",
+                                va="top", ha="right", color=colour)  # fmt: skip
     return _save(fig, path)

@@ -67,6 +67,8 @@ class RunOptions:
     processes: int = 1
     remote_workers: int = 0
     master_port: int = DEFAULT_MASTER_PORT
+    #: Send to the model name without a version even with a repository, so traffic follows the gateway's routing.
+    follow_routing: bool = False
 
 
 #: Every file a run writes into its folder; an earlier run's copies are removed first so none is stale.
@@ -74,7 +76,7 @@ REPORT_FILES = (
     "run_config.json", "pool.npz", "latencies.npz", "locust.log", "locust_report.html",
     "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "locust_exceptions.csv",
     "summary.json", "report.md", "latency_over_time.png", "throughput_over_time.png",
-    "latency_histogram.png", "client_vs_server.png",
+    "latency_histogram.png", "client_vs_server.png", "stop",
 )  # fmt: skip
 
 
@@ -125,6 +127,11 @@ class Layout:
     @property
     def log(self) -> Path:
         return self.out / "locust.log"
+
+    @property
+    def stop(self) -> Path:
+        """Created to end the run before its duration (Locust's shape then stops as it would at the end)."""
+        return self.out / "stop"
 
 
 @dataclass(frozen=True)
@@ -225,7 +232,7 @@ def prepare(options: RunOptions) -> RunConfig:
     save_pool(source.pool, layout.pool)
     config = RunConfig(
         model=options.model,
-        version=version,
+        version=None if options.follow_routing else version,
         protocol=options.protocol,
         shape=options.shape,
         duration=options.duration,
@@ -241,6 +248,7 @@ def prepare(options: RunOptions) -> RunConfig:
         answers_from=source.origin,
         processes=options.remote_workers or options.processes,
         results_path=layout.latencies.resolve(),
+        stop_file=layout.stop.resolve(),
     )
     config.save(layout.config)
     return config

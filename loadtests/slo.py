@@ -12,6 +12,10 @@ The SLO file is YAML::
         min_rps: 100        # throughput the run must reach
         protocols:          # optional per-protocol overrides of the bounds above
           grpc: {p99_ms: 20}
+    rollouts:               # optional: bounds for `modelgate loadtest-rollouts` (see RolloutBounds)
+      max_failed_requests_good_rollout: 0
+      max_rollout_seconds: 120
+      min_success_rate: 1.0
 
 Unknown keys are errors (a typo must not silently disable a bound). Latency bounds apply to the
 client-side percentiles, which include the network and the server; the gateway's own view is in
@@ -57,11 +61,28 @@ class ModelSlo(Bounds):
         return base.merged(self.protocols.get(protocol))
 
 
+class RolloutBounds(BaseModel):
+    """Bounds on a rollout scenario (``modelgate loadtest-rollouts``); a bound left out is not checked.
+
+    Failed requests of a rollout are the larger of the gateway's count (non-2xx/OK statuses in its
+    metrics) and the client's (which also counts wrong answers) over the rollout's window.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_failed_requests_good_rollout: int | None = Field(default=None, ge=0)
+    max_failed_requests_bad_rollout: int | None = Field(default=None, ge=0)
+    max_rollout_seconds: float | None = Field(default=None, gt=0)
+    min_success_rate: float | None = Field(default=None, ge=0, le=1)
+    outcomes_as_expected: bool = Field(default=True, description="every rollout ends as its plan entry expects")
+
+
 class SloFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default: ModelSlo | None = None
     models: dict[str, ModelSlo] = Field(default_factory=dict)
+    rollouts: RolloutBounds | None = None
 
     def bounds_for(self, model: str, protocol: Protocol) -> Bounds | None:
         """The bounds for a model and protocol, or None when the file sets none for that model."""
@@ -82,7 +103,7 @@ def load_slo_file(path: Path) -> SloFile:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise LoadTestError(f"--slo {path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise LoadTestError(f"--slo {path}: expected a mapping with 'models' (and optionally 'default')")
+        raise LoadTestError(f"--slo {path}: expected a mapping with 'models' (and optionally 'default', 'rollouts')")
     try:
         return SloFile.model_validate(data)
     except ValidationError as exc:
