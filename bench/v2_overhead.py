@@ -176,6 +176,8 @@ def parse_h2load(out: str, log: str) -> LoadFigures:
     rate = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
     if rate is None or len(rows) < 2:
         raise RuntimeError(f"unexpected h2load output:\n{out}")
+    if all(r[1] == "0" for r in rows):  # status 0: h2load could not read the response (not an answer)
+        raise RuntimeError("h2load could not parse the responses (status 0 in its log)")
     latencies = sorted(int(r[2]) / 1000 for r in rows)
     errors = sum(1 for r in rows if r[1] != "200")
     failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed", out)

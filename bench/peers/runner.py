@@ -155,12 +155,14 @@ def grpc_answer(port: int, frame: bytes) -> np.ndarray:
 
 
 def start_all(ctx: Context, names: list[str], procs: Processes, body: bytes, frame: bytes, expected: np.ndarray,
-              not_run: dict[str, str]) -> list[Target]:  # fmt: skip
+              not_run: dict[str, str], scratch: list[Path]) -> list[Target]:  # fmt: skip
     """Start the servers one after another (a start under load from the others can time out, Ray's does)."""
     ready = []
     for name in (n for n in names if n not in not_run):
         try:
             target = PREPARERS[name](ctx)
+            if target.scratch is not None:
+                scratch.append(target.scratch)
             log = ctx.work / f"{name}.log"
             proc = procs.start(target.command, log, env=target.env or None, cwd=target.cwd)
             wait_ready(target, proc, body, log)
@@ -289,16 +291,16 @@ def run(args: argparse.Namespace, names: list[str], onnx_model: Path, not_run: d
     ctx = Context(work, onnx_model, torchscript, sys.executable, envs)
     started, load_start = datetime.now(UTC), machine.load_average()
     targets: list[Target] = []
+    scratch: list[Path] = []
     try:
         with Processes() as procs:
             print(f"starting {', '.join(n for n in names if n not in not_run)} ...", flush=True)
-            targets = start_all(ctx, names, procs, body, frame, expected, not_run)
+            targets = start_all(ctx, names, procs, body, frame, expected, not_run, scratch)
             points = load.points(args.levels, args.rate)
             rows = run_points(targets, points, body, frame, args, work)
     finally:
-        for target in targets:
-            if target.scratch is not None:
-                shutil.rmtree(target.scratch, ignore_errors=True)
+        for path in scratch:
+            shutil.rmtree(path, ignore_errors=True)
     rows += [report.Row(n, "V2 JSON", "all", note=f"not run: {r}") for n, r in not_run.items()]
     write_outputs(args, ordered(rows, names, points), targets, not_run, started, (load_start, machine.load_average()))
     return 0

@@ -66,7 +66,9 @@ def prepare(ctx: Context) -> Target:
         f"inference_address=http://127.0.0.1:{http}", f"management_address=http://127.0.0.1:{management}",
         f"metrics_address=http://127.0.0.1:{metrics}", "grpc_inference_address=127.0.0.1",
         "grpc_management_address=127.0.0.1", f"grpc_inference_port={grpc_i}", f"grpc_management_port={grpc_m}",
-        f"model_store={store}", f"load_models={MODEL_NAME}.mar", f"default_workers_per_model={WORKERS}",
+        f"model_store={store}",
+        f"allowed_urls=file://\\\\Q{store}\\\\E/[^/]+\\\\.mar",
+        f"load_models={MODEL_NAME}.mar", f"default_workers_per_model={WORKERS}",
         "disable_token_authorization=true", "enable_model_api=false", "disable_system_metrics=true",
         "install_py_dep_per_model=false", "async_logging=true",
     ]) + "\n")  # fmt: skip
