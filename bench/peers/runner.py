@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -233,12 +234,15 @@ def write_outputs(args: argparse.Namespace, rows: list[report.Row], targets: lis
     if args.no_doc:
         return
     setups = [f"- **{t.name}**: {t.setup}" for t in targets] + [f"- **{n}**: not run: {r}" for n, r in not_run.items()]
+    busy = max(float(loads[0].split(" / ")[0]), float(loads[1].split(" / ")[0])) > (os.cpu_count() or 1)
+    shared = ("more runnable jobs than cores: the machine was shared with other jobs, so read the ratios within "
+              "this run, not the absolute figures" if busy else "a quiet machine")  # fmt: skip
     machine_lines = [f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine.describe()}. Load average (1/5/15 min) "
-                     f"{loads[0]} at the start and {loads[1]} at the end: the machine was shared with other jobs "
-                     "unless that is near 0, so read ratios from this one run, not absolute figures."]  # fmt: skip
+                     f"{loads[0]} at the start and {loads[1]} at the end: {shared}."]  # fmt: skip
     method = [f"`python -m bench.peers --duration {args.duration}`: the same ONNX model (`digits_mlp`, batch 1) "
               "and the same V2 JSON body for every server (TorchServe: the same MLP as TorchScript), each checked to "
-              "answer like ONNX Runtime first; all servers up at once, targets interleaved point by point. "
+              "answer like ONNX Runtime first; all servers up at once (started one by one), targets interleaved "
+              "point by point, the order rotating at each point. "
               "Closed loop: `wrk -t1` (V2 JSON), `h2load -t1` (V2 gRPC, up to 8 connections). Fixed rate: "
               f"`h2load --rps` over {load.RATE_CONNECTIONS} connections. Ratios are against the gateway at the same "
               "point (req/s: higher is better for the target; p99: lower)."]  # fmt: skip

@@ -36,7 +36,7 @@ def prepare(ctx: Context) -> Target:
         ready_url=f"http://127.0.0.1:{http}/v2/models/{MODEL_NAME}/ready",
         http_url=f"http://127.0.0.1:{http}{INFER_PATH}",
         grpc_port=grpc,
-        setup="one process, the demo config (ONNX Runtime on 2 threads off the loop, dynamic batching), "
+        setup="one process, the demo config (ONNX Runtime on a 2-thread pool off the event loop, dynamic batching), "
         "no access log, metrics on",
         peer=False,
     )
