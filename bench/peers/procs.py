@@ -4,7 +4,7 @@ The runner becomes a child subreaper, so a process a peer starts and orphans (Ra
 TorchServe's workers, BentoML's workers) is re-parented to the runner instead of init and is still
 found, by PID, when :meth:`Processes.close` runs: SIGTERM to every group, a grace period, then
 SIGKILL to every group and to every remaining descendant. ``close`` runs on normal exit, on an
-exception, on Ctrl-C and on SIGTERM (``sigterm_as_exit``).
+exception, on Ctrl-C and on SIGTERM (``signals_unwind``).
 """
 
 from __future__ import annotations
@@ -29,13 +29,17 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def sigterm_as_exit() -> None:
-    """SIGTERM unwinds like Ctrl-C does, so ``finally`` blocks stop the servers."""
+def signals_unwind() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so ``finally`` blocks stop the servers.
+
+    SIGINT is set explicitly: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 class Processes:

@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.peers import load, machine, netns, report
 from bench.peers.envs import DEFAULT_CACHE, PINS, ensure, env_for
-from bench.peers.procs import Processes, sigterm_as_exit
+from bench.peers.procs import Processes, signals_unwind
 from bench.peers.targets import bentoml, floors, gateway, kserve, mlserver, rayserve, torchserve
 from bench.peers.targets.base import MODEL_NAME, Context, NotRun, Target
 from bench.v2_overhead import grpc_frame, v2_bodies
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench-peers: {onnx_model} is missing (run `make models` first)", file=sys.stderr)
         return 2
     names = args.only.split(",")
-    sigterm_as_exit()
+    signals_unwind()
     not_run = build_envs(names, args.cache, not args.no_install)
     if not args.no_netns and not netns.inside():
         reason = netns.available()
@@ -273,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         not_run["rayserve"] = (
             "Ray's GCS, raylet and workers bind every interface: it runs only in the private namespace"
         )
-    return run(args, names, onnx_model, not_run)
+    try:
+        return run(args, names, onnx_model, not_run)
+    except KeyboardInterrupt:
+        print("bench-peers: interrupted; every server it started has been stopped", file=sys.stderr)
+        return 130
 
 
 def run(args: argparse.Namespace, names: list[str], onnx_model: Path, not_run: dict[str, str]) -> int:
