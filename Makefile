@@ -91,7 +91,7 @@ bench: install
 
 # The gateway vs Seldon MLServer, KServe, BentoML, Ray Serve, TorchServe and the bare floors, one run, same model
 # and load generators; writes the dated table into docs/performance.md. Each peer gets its own pinned venv under
-# .bench-peers/ (built once, reused; a few minutes and a few GB the first time); the run itself happens in a
+# .bench-peers/ (built once, reused; about 10 minutes and 1.8 GB the first time here); the run itself is in a
 # private network namespace with only loopback (needs unshare and ip). BENCH_PEERS_ARGS="--duration 5" shortens it.
 BENCH_PEERS_ARGS ?=
 bench-peers: models

@@ -78,7 +78,7 @@ def ensure(env: PeerEnv) -> str | None:
         ]
         for step in steps:
             if subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, check=False).returncode != 0:
-                return f"install failed ({' '.join(step[3:] if 'pip' in step[2:3] else step[1:])}; see {env.log})"
+                return f"install failed (`{' '.join(step[1:4])} ...`; see {env.log})"
     env.stamp.write_text(env.wanted())
     return None
 
@@ -86,6 +86,10 @@ def ensure(env: PeerEnv) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.peers.envs [PEER ...]``: build the peers' venvs (all by default), one at a time."""
     names = (argv if argv is not None else sys.argv[1:]) or list(PINS)
+    unknown = [name for name in names if name not in PINS]
+    if unknown:
+        print(f"bench-peers: unknown peer {unknown[0]!r}; known: {', '.join(PINS)}", file=sys.stderr)
+        return 2
     status = 0
     for name in names:
         reason = ensure(env_for(name))
