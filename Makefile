@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 # The CPU torch wheel lies in /opt/wheels on this kind of machine; pip finds it there.
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
-.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench loadtest loadtest-compare \
-	loadtest-sweep loadtest-compare-versions loadtest-rollouts
+.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench bench-peers loadtest \
+	loadtest-compare loadtest-sweep loadtest-compare-versions loadtest-rollouts
 
 install: $(STAMP)
 
@@ -92,6 +92,19 @@ bench: install
 	command -v wrk >/dev/null && command -v h2load >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq wrk nghttp2-client)
 	$(PY) -m bench.v2_overhead
+
+# The gateway vs Seldon MLServer, KServe, BentoML, Ray Serve, TorchServe and the bare floors, one run, same model
+# and load generators; writes the dated table into docs/performance.md. Each peer gets its own pinned venv under
+# .bench-peers/ (built once, reused; about 10 minutes and 1.8 GB the first time here); the run itself is in a
+# private network namespace with only loopback (needs unshare and ip). BENCH_PEERS_ARGS="--duration 5" shortens it.
+BENCH_PEERS_ARGS ?=
+bench-peers: models
+	command -v wrk >/dev/null && command -v h2load >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk nghttp2-client)
+	command -v unshare >/dev/null && command -v ip >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq util-linux iproute2)
+	$(PY) -m bench.peers.envs
+	$(PY) -m bench.peers --model-repository $(REPO) $(BENCH_PEERS_ARGS)
 
 protos: install
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. gateway/protos/open_inference_grpc.proto

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -106,50 +106,109 @@ def run_loadgen(args: list[str]) -> tuple[str, float, float]:
     return out, time.monotonic() - started, cpu
 
 
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+@dataclass(frozen=True)
+class LoadFigures:
+    """One load generator run: achieved requests/s, latency percentiles (ms) and failed requests."""
+
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    loadgen_cpu_pct: float = 0.0
+
+
+#: Appended to every wrk script: wrk's own percentiles (microseconds) on one line the parser reads.
+WRK_DONE = (
+    "function done(summary, latency, requests)\n"
+    '  io.write(string.format("PERCENTILES %d %d %d\\n", latency:percentile(50), latency:percentile(95),'
+    " latency:percentile(99)))\nend\n"
+)
+
+
+def wrk_script(work: Path, body: bytes, headers: dict[str, str]) -> Path:
+    """A wrk Lua script POSTing ``body`` with ``headers`` and printing p50/p95/p99 when done."""
+    body_file = work / "body.bin"
+    body_file.write_bytes(body)
+    header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script = work / "post.lua"
+    script.write_text(
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.method = "POST"\n'
+        f"{header_lines}{WRK_DONE}"
+    )
+    return script
+
+
+def parse_wrk(out: str) -> LoadFigures:
+    """wrk's report (with :data:`WRK_DONE`'s line): non-2xx responses and socket errors count as errors."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    pct = re.search(r"^PERCENTILES (\d+) (\d+) (\d+)$", out, re.M)
+    if rps is None or pct is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
+    p50, p95, p99 = (int(v) / 1000 for v in pct.groups())
+    return LoadFigures(float(rps.group(1)), p50, p95, p99, errors)
+
+
+def wrk_run(url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: int,
+            work: Path) -> LoadFigures:  # fmt: skip
+    """One wrk run (1 thread, HTTP/1.1 keep-alive) POSTing ``body``."""
+    script = wrk_script(work, body, headers)
+    out, wall, cpu = run_loadgen(["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "5s",
+                                  "-s", str(script), url])  # fmt: skip
+    return replace(parse_wrk(out), loadgen_cpu_pct=100 * cpu / wall)
 
 
 def wrk(url: str, body: bytes, header_length: int | None, concurrency: int, duration: int,
         work: Path) -> tuple[float, float, float, int, float]:  # fmt: skip
-    body_file = work / "body.bin"
-    body_file.write_bytes(body)
-    extra = f'wrk.headers["Inference-Header-Content-Length"] = "{header_length}"\n' if header_length else ""
-    script = work / "post.lua"
-    script.write_text(
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.method = "POST"\n'
-        f'wrk.headers["Content-Type"] = "application/json"\n{extra}'
-        "function response(status, headers, body)\n  if status ~= 200 then bad = (bad or 0) + 1 end\nend\n"
-    )
-    out, wall, cpu = run_loadgen(["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "--timeout", "5s",
-                                  "-s", str(script), url])  # fmt: skip
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-    p50, p99 = (_ms(*re.match(r"([\d.]+)(\w+)", lat[k]).groups()) for k in ("50", "99"))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = int(non2xx.group(1)) if non2xx else 0
-    return rps, p50, p99, errors, 100 * cpu / wall
+    headers = {"Content-Type": "application/json"}
+    if header_length:
+        headers["Inference-Header-Content-Length"] = str(header_length)
+    f = wrk_run(url, body, headers, concurrency, duration, work)
+    return f.rps, f.p50_ms, f.p99_ms, f.errors, f.loadgen_cpu_pct
+
+
+def parse_h2load(out: str, log: str) -> LoadFigures:
+    """h2load's summary (its own req/s) and its per-request log (percentiles; non-200 statuses are errors)."""
+    rows = [line.split("\t") for line in log.splitlines() if line.strip()]
+    rate = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
+    if rate is None or len(rows) < 2:
+        raise RuntimeError(f"unexpected h2load output:\n{out}")
+    if all(r[1] == "0" for r in rows):  # status 0: h2load could not read the response (not an answer)
+        raise RuntimeError("h2load could not parse the responses (status 0 in its log)")
+    latencies = sorted(int(r[2]) / 1000 for r in rows)
+    errors = sum(1 for r in rows if r[1] != "200")
+    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed", out)
+    # h2load's own figure: its log also holds requests outside the measured window.
+    q = statistics.quantiles(latencies, n=100)
+    return LoadFigures(float(rate.group(1)), q[49], q[94], q[98], max(errors, int(failed.group(1)) if failed else 0))
+
+
+def h2load_run(url: str, data: bytes, headers: dict[str, str], connections: int, streams: int, duration: int,
+               work: Path, extra: tuple[str, ...] = ()) -> LoadFigures:  # fmt: skip
+    """One h2load run (1 thread) POSTing ``data``; ``extra`` adds flags (``--h1``, ``--rps N``)."""
+    body = work / "h2load.bin"
+    body.write_bytes(data)
+    log = work / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends to its log file
+    flags = [arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")]
+    out, wall, cpu = run_loadgen(["h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{duration}", "-d",
+                                  str(body), "--log-file", str(log), *flags, *extra, url])  # fmt: skip
+    return replace(parse_h2load(out, log.read_text()), loadgen_cpu_pct=100 * cpu / wall)
+
+
+GRPC_HEADERS = {"content-type": "application/grpc", "te": "trailers"}
 
 
 def h2load(
     port: int, frame: bytes, concurrency: int, duration: int, work: Path
 ) -> tuple[float, float, float, int, float]:
-    data = work / "grpc.bin"
-    data.write_bytes(frame)
-    log = work / "h2load.log"
     conns = min(concurrency, 8)
-    out, wall, cpu = run_loadgen([
-        "h2load", "-t1", f"-c{conns}", f"-m{concurrency // conns}", f"-D{duration}", "-d", str(data),
-        "--log-file", str(log), "-H", "content-type: application/grpc", "-H", "te: trailers",
-        f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
-    ])  # fmt: skip
-    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
-    latencies = sorted(int(r[2]) / 1000 for r in rows)
-    errors = sum(1 for r in rows if r[1] != "200")
-    # h2load's own figure: its log also holds requests outside the measured window.
-    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
-    q = statistics.quantiles(latencies, n=100)
-    return rps, q[49], q[98], errors, 100 * cpu / wall
+    url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"
+    f = h2load_run(url, frame, GRPC_HEADERS, conns, concurrency // conns, duration, work)
+    return f.rps, f.p50_ms, f.p99_ms, f.errors, f.loadgen_cpu_pct
 
 
 def measure(target: str, proc: subprocess.Popen[bytes], http: int | None, grpc_port: int | None,
