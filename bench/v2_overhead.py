@@ -1,13 +1,15 @@
 """Gateway vs the thinnest possible servers, same ONNX model, same load generator, one run.
 
 For V2 REST JSON, V2 REST binary and V2 gRPC at concurrency 8 and 32 it measures
-requests/s and p50/p99 of ``modelgate serve`` in each configuration of ``--targets``
-(``gateway``: the demo config, ONNX Runtime on its thread pool with dynamic batching;
-``inline``: the same with ``parameters: {inline: true}``; ``nobatch``: the demo config
-without dynamic batching) and of the matching floor (:mod:`bench.floors`), then prints
-the ratios and the p99 ratios. Load comes from ``wrk`` (HTTP/1.1
-keep-alive) and ``h2load`` (gRPC over HTTP/2, per-request log for percentiles); the
-load generator's CPU time is reported so a saturated generator is visible.
+requests/s, p50/p99 and server CPU per request of ``modelgate serve`` in each
+configuration of ``--targets`` (``gateway``: the demo config, ONNX Runtime on its thread
+pool with dynamic batching; ``inline``: the same with ``parameters: {inline: true}``;
+``nobatch``: without dynamic batching; ``nofreeze``: with the ``gc_freeze`` setting off)
+and of the matching floor (:mod:`bench.floors`). All servers run at once and are measured
+point by point (order reversed each round), then it prints the throughput and p99 ratios.
+Load comes from ``wrk`` (HTTP/1.1 keep-alive) and ``h2load`` (gRPC over HTTP/2,
+per-request log for percentiles); the load generator's CPU time is reported so a
+saturated generator is visible.
 
 Run: ``make bench`` or ``python -m bench.v2_overhead [--duration 10] [--batch 1] [--targets gateway,inline]``.
 Needs wrk and h2load (Debian packages wrk and nghttp2-client).
@@ -45,6 +47,9 @@ TARGETS = {
     "inline": lambda config: config.replace("parameters:\n", "parameters:\n  inline: true\n"),
     "nobatch": lambda config: config.replace("dynamic_batching: {max_delay_ms: 0, concurrency: 2}\n", ""),
 }
+#: Gateway settings (environment) of each configuration; ``nofreeze``: the demo config without gc_freeze.
+TARGET_ENV = {"nofreeze": {"MODELGATE_GC_FREEZE": "false"}}
+TARGETS["nofreeze"] = TARGETS["gateway"]
 
 
 @dataclass
@@ -71,11 +76,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def v2_bodies(x: np.ndarray) -> tuple[bytes, bytes, int]:
+def v2_bodies(x: np.ndarray, name: str = "pixels") -> tuple[bytes, bytes, int]:
     """JSON body, binary body and its header length, for the same input."""
-    json_body = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(x.shape),
+    json_body = json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": list(x.shape),
                                         "data": x.ravel().tolist()}]}).encode()  # fmt: skip
-    header = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(x.shape),
+    header = json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": list(x.shape),
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
     return json_body, header + x.tobytes(), len(header)
@@ -271,9 +276,10 @@ def build_repo(repo: Path, config: str) -> str:
 
 def start_gateway(target: str, repo: Path) -> Server:
     http, grpc_port, metrics = free_port(), free_port(), free_port()
+    env = {**os.environ, "MODELGATE_MANAGEMENT_PORT": "0", **TARGET_ENV.get(target, {})}
     proc = start([sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
                   "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
-                  "--log-level", "warning"], env={**os.environ, "MODELGATE_MANAGEMENT_PORT": "0"})  # fmt: skip
+                  "--log-level", "warning"], env=env)  # fmt: skip
     return Server(target, proc, http, grpc_port, metrics)
 
 

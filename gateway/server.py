@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import ssl
@@ -128,6 +129,8 @@ class Gateway:
         await self.manager.load_all()
         await self.rollouts.safe_tick()  # resume rollouts recorded in the repository before serving
         await _call_all(mounts.on_ready)
+        if s.gc_freeze:
+            freeze_heap()
         log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
         health_task = asyncio.create_task(self._health_loop())
         rollout_task = asyncio.create_task(self.rollouts.run())
@@ -204,6 +207,18 @@ class Gateway:
             server_header=False,
             ssl_context_factory=None if ssl_context is None else (lambda _config, _default: ssl_context),
         )
+
+
+def freeze_heap() -> None:
+    """Collect once, then exempt every surviving object from later collections (``gc.freeze``).
+
+    The start-up heap (modules, protobuf descriptors, loaded models: ~75k objects) is never garbage;
+    without this, every full collection scanned it and paused the event loop for tens of ms on a
+    quiet machine and hundreds on a busy one. Objects created later (by requests, or by models
+    loaded later) are collected as usual; garbage cycles among frozen objects are never freed.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _call_all(hooks: Sequence[Hook]) -> None:
