@@ -98,15 +98,16 @@ def main() -> int:
                     cpu = 100 * (sum(process.cpu_times()[:2]) - t0) / args.duration
                     figures[target].append((rps, p50, p99, cpu))
                     print(f"  {target:<10} {rps:7.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:7.2f} ms  errors {errors}"
-                          f"  server CPU {cpu:4.0f}%", flush=True)  # fmt: skip
+                          f"  server CPU {cpu:4.0f}%  {cpu * 1e4 / rps:4.0f} µs CPU/req", flush=True)  # fmt: skip
         finally:
             for proc, _ in servers.values():
                 stop(proc)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     base = figures[targets[0]]
-    print(f"\nAgainst {targets[0]!r}, round by round (throughput ratio, p99 ratio):")
+    print(f"\nAgainst {targets[0]!r}, round by round (throughput ratio, p99 ratio, CPU per request ratio):")
     for target in targets[1:]:
-        pairs = [f"{r[0] / b[0]:.2f}x / p99 {r[2] / b[2]:.2f}x" for r, b in zip(figures[target], base, strict=True)]
+        pairs = [f"{r[0] / b[0]:.2f}x / p99 {r[2] / b[2]:.2f}x / CPU {(r[3] / r[0]) / (b[3] / b[0]):.2f}x"
+                 for r, b in zip(figures[target], base, strict=True)]  # fmt: skip
         print(f"  {target:<10} " + ";  ".join(pairs))
     return 0
 
