@@ -5,7 +5,8 @@ wake-up of the event loop through its self-pipe and one more loop iteration), wh
 ONNX or TFLite model runs in 10-40 µs. ``inline`` skips the hop: the call runs on the event
 loop itself. The trade-off: while it runs, the whole gateway (every model, every protocol,
 health checks) waits for it, and nothing runs in parallel with it. Only for models whose
-call takes microseconds, never for one that can take milliseconds.
+call takes microseconds, never for one that can take milliseconds. The model's ``timeout_seconds``
+cannot cut an inline call short: nothing runs on the loop until it returns.
 """
 
 from __future__ import annotations
