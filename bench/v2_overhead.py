@@ -4,7 +4,7 @@ For V2 REST JSON, V2 REST binary and V2 gRPC at concurrency 8 and 32 it measures
 requests/s, p50/p99 and server CPU per request of ``modelgate serve`` in each
 configuration of ``--targets`` (``gateway``: the demo config, ONNX Runtime on its thread
 pool with dynamic batching; ``inline``: the same with ``parameters: {inline: true}``;
-``nobatch``: without dynamic batching; ``inline-nobatch``: both; ``nofreeze``: with the ``gc_freeze`` setting off)
+``nobatch``: without dynamic batching; ``inline-nobatch``: both; ``nofreeze``: with ``gc_freeze`` and ``gc_gen0_threshold`` off)
 and of the matching floor (:mod:`bench.floors`). All servers run at once and are measured
 point by point (order reversed each round), then it prints the throughput and p99 ratios.
 Load comes from ``wrk`` (HTTP/1.1 keep-alive) and ``h2load`` (gRPC over HTTP/2,
@@ -48,8 +48,8 @@ TARGETS = {
     "nobatch": lambda config: config.replace("dynamic_batching: {max_delay_ms: 0, concurrency: 2}\n", ""),
 }
 TARGETS["inline-nobatch"] = lambda config: TARGETS["inline"](TARGETS["nobatch"](config))
-#: Gateway settings (environment) of each configuration; ``nofreeze``: the demo config without gc_freeze.
-TARGET_ENV = {"nofreeze": {"MODELGATE_GC_FREEZE": "false"}}
+#: Gateway settings (environment) of each configuration; ``nofreeze``: CPython's garbage collector as it is.
+TARGET_ENV = {"nofreeze": {"MODELGATE_GC_FREEZE": "false", "MODELGATE_GC_GEN0_THRESHOLD": "0"}}
 TARGETS["nofreeze"] = TARGETS["gateway"]
 
 
