@@ -4,9 +4,10 @@ For V2 REST JSON, V2 REST binary and V2 gRPC at concurrency 8 and 32 it measures
 requests/s, p50/p99 and server CPU per request of ``modelgate serve`` in each
 configuration of ``--targets`` (``gateway``: the demo config, ONNX Runtime on its thread
 pool with dynamic batching; ``inline``: the same with ``parameters: {inline: true}``;
-``nobatch``: without dynamic batching; ``inline-nobatch``: both; ``nofreeze``: with ``gc_freeze`` and ``gc_gen0_threshold`` off)
-and of the matching floor (:mod:`bench.floors`). All servers run at once and are measured
-point by point (order reversed each round), then it prints the throughput and p99 ratios.
+``nobatch``: without dynamic batching; ``inline-nobatch``: both; ``nofreeze``: with
+``gc_freeze`` and ``gc_gen0_threshold`` off) and of the matching floor (:mod:`bench.floors`).
+All servers run at once and are measured point by point (order reversed each round); then it
+prints the throughput and p99 ratios.
 Load comes from ``wrk`` (HTTP/1.1 keep-alive) and ``h2load`` (gRPC over HTTP/2,
 per-request log for percentiles); the load generator's CPU time is reported so a
 saturated generator is visible.
