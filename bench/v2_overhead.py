@@ -1,12 +1,18 @@
 """Gateway vs the thinnest possible servers, same ONNX model, same load generator, one run.
 
 For V2 REST JSON, V2 REST binary and V2 gRPC at concurrency 8 and 32 it measures
-requests/s and p50/p99 of ``modelgate serve`` and of the matching floor
-(:mod:`bench.floors`), then prints the ratios. Load comes from ``wrk`` (HTTP/1.1
-keep-alive) and ``h2load`` (gRPC over HTTP/2, per-request log for percentiles); the
-load generator's CPU time is reported so a saturated generator is visible.
+requests/s, p50/p99 and server CPU per request of ``modelgate serve`` in each
+configuration of ``--targets`` (``gateway``: the demo config, ONNX Runtime on its thread
+pool with dynamic batching; ``inline``: the same with ``parameters: {inline: true}``;
+``nobatch``: without dynamic batching; ``inline-nobatch``: both; ``nofreeze``: with
+``gc_freeze`` and ``gc_gen0_threshold`` off) and of the matching floor (:mod:`bench.floors`).
+All servers run at once and are measured point by point (order reversed each round); then it
+prints the throughput and p99 ratios.
+Load comes from ``wrk`` (HTTP/1.1 keep-alive) and ``h2load`` (gRPC over HTTP/2,
+per-request log for percentiles); the load generator's CPU time is reported so a
+saturated generator is visible.
 
-Run: ``make bench`` or ``python -m bench.v2_overhead [--duration 10] [--batch 1]``.
+Run: ``make bench`` or ``python -m bench.v2_overhead [--duration 10] [--batch 1] [--targets gateway,inline]``.
 Needs wrk and h2load (Debian packages wrk and nghttp2-client).
 """
 
@@ -36,6 +42,16 @@ from demo.mlp import CONFIG_YAML, build
 from gateway.protos import open_inference_grpc_pb2 as pb
 
 CONCURRENCY = (8, 32)
+#: Gateway configurations: the demo config.yaml edited by each function.
+TARGETS = {
+    "gateway": lambda config: config,
+    "inline": lambda config: config.replace("parameters:\n", "parameters:\n  inline: true\n"),
+    "nobatch": lambda config: config.replace("dynamic_batching: {max_delay_ms: 0, concurrency: 2}\n", ""),
+}
+TARGETS["inline-nobatch"] = lambda config: TARGETS["inline"](TARGETS["nobatch"](config))
+#: Gateway settings (environment) of each configuration; ``nofreeze``: CPython's garbage collector as it is.
+TARGET_ENV = {"nofreeze": {"MODELGATE_GC_FREEZE": "false", "MODELGATE_GC_GEN0_THRESHOLD": "0"}}
+TARGETS["nofreeze"] = TARGETS["gateway"]
 
 
 @dataclass
@@ -50,6 +66,11 @@ class Result:
     loadgen_cpu_pct: float
     server_cpu_pct: float
 
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Server CPU per answered request: what a shared machine's load changes least."""
+        return self.server_cpu_pct * 1e4 / self.rps if self.rps else float("nan")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -57,11 +78,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def v2_bodies(x: np.ndarray) -> tuple[bytes, bytes, int]:
+def v2_bodies(x: np.ndarray, name: str = "pixels") -> tuple[bytes, bytes, int]:
     """JSON body, binary body and its header length, for the same input."""
-    json_body = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(x.shape),
+    json_body = json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": list(x.shape),
                                         "data": x.ravel().tolist()}]}).encode()  # fmt: skip
-    header = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(x.shape),
+    header = json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": list(x.shape),
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
     return json_body, header + x.tobytes(), len(header)
@@ -211,31 +232,56 @@ def h2load(
     return f.rps, f.p50_ms, f.p99_ms, f.errors, f.loadgen_cpu_pct
 
 
-def measure(target: str, proc: subprocess.Popen[bytes], http: int | None, grpc_port: int | None,
-            x: np.ndarray, duration: int, work: Path) -> list[Result]:  # fmt: skip
+@dataclass
+class Server:
+    """One running server under test: a gateway configuration or a floor."""
+
+    target: str
+    proc: subprocess.Popen[bytes]
+    http: int | None
+    grpc: int | None
+    metrics: int | None = None
+
+
+def measure_point(server: Server, protocol: str, c: int, x: np.ndarray, duration: int, work: Path) -> Result:
+    """One load-generator run against one server; the server's CPU share is taken from /proc."""
     json_body, binary_body, header_length = v2_bodies(x)
-    server = psutil.Process(proc.pid)
-    results = []
-    for c in CONCURRENCY:
-        runs: list[tuple[str, tuple[float, float, float, int, float]]] = []
-        if http is not None:
-            url = f"http://127.0.0.1:{http}/v2/models/digits_mlp/infer"
-            for protocol, body, hl in (("rest-json", json_body, None), ("rest-binary", binary_body, header_length)):
-                t0 = sum(server.cpu_times()[:2])
-                figures = wrk(url, body, hl, c, duration, work)
-                runs.append((protocol, (*figures, 100 * (sum(server.cpu_times()[:2]) - t0) / duration)))
-        if grpc_port is not None:
-            t0 = sum(server.cpu_times()[:2])
-            figures = h2load(grpc_port, grpc_frame(x), c, duration, work)
-            runs.append(("grpc", (*figures, 100 * (sum(server.cpu_times()[:2]) - t0) / duration)))
-        for protocol, (rps, p50, p99, errors, lg_cpu, srv_cpu) in runs:
-            results.append(Result(target, protocol, c, rps, p50, p99, errors, lg_cpu, srv_cpu))
-            print(
-                f"  {target:<8} {protocol:<12} c={c:<3} {rps:>8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-                f"  errors {errors}  loadgen CPU {lg_cpu:4.0f}%  server CPU {srv_cpu:4.0f}%",
-                flush=True,
-            )
-    return results
+    process = psutil.Process(server.proc.pid)
+    t0 = sum(process.cpu_times()[:2])
+    started = time.monotonic()
+    if protocol == "grpc":
+        assert server.grpc is not None
+        figures = h2load(server.grpc, grpc_frame(x), c, duration, work)
+    else:
+        url = f"http://127.0.0.1:{server.http}/v2/models/digits_mlp/infer"
+        body, hl = (json_body, None) if protocol == "rest-json" else (binary_body, header_length)
+        figures = wrk(url, body, hl, c, duration, work)
+    srv_cpu = 100 * (sum(process.cpu_times()[:2]) - t0) / (time.monotonic() - started)
+    rps, p50, p99, errors, lg_cpu = figures
+    result = Result(server.target, protocol, c, rps, p50, p99, errors, lg_cpu, srv_cpu)
+    print(
+        f"  {server.target:<8} {protocol:<12} c={c:<3} {rps:>8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+        f"  errors {errors}  loadgen CPU {lg_cpu:4.0f}%  server CPU {srv_cpu:4.0f}%"
+        f"  {result.cpu_us_per_request:5.0f} µs CPU/req",
+        flush=True,
+    )
+    return result
+
+
+def measure_all(servers: list[Server], x: np.ndarray, duration: int, rounds: int, work: Path) -> list[Result]:
+    """Every point on every server, interleaved (point by point, order reversed each round), so that
+    the machine's load changes hit every target alike; the median round of each point is kept."""
+    by_point: dict[tuple[str, str, int], list[Result]] = {}
+    for round_ in range(rounds):
+        for c in CONCURRENCY:
+            for protocol in ("rest-json", "rest-binary", "grpc"):
+                order = servers if round_ % 2 == 0 else servers[::-1]
+                for server in order:
+                    if (server.grpc if protocol == "grpc" else server.http) is None:
+                        continue
+                    r = measure_point(server, protocol, c, x, duration, work)
+                    by_point.setdefault((server.target, protocol, c), []).append(r)
+    return [sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for rs in by_point.values()]
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -252,20 +298,50 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def report(results: list[Result]) -> list[dict[str, object]]:
+    """Throughput and p99 of every gateway target against the floor; issue 13's targets: throughput
+    80% (JSON, gRPC) / 90% (binary) of the floor, p99 at most 2x the floor's."""
     floor = {(r.protocol, r.concurrency): r for r in results if r.target == "floor"}
-    targets = {"rest-json": 0.60, "rest-binary": 0.70, "grpc": 0.70}
+    targets = {"rest-json": 0.80, "rest-binary": 0.90, "grpc": 0.80}
     rows = []
     print("\nGateway / floor (same model, same load generator, this run):")
-    for r in (r for r in results if r.target == "gateway"):
+    for r in (r for r in results if r.target != "floor"):
         f = floor[(r.protocol, r.concurrency)]
-        ratio = r.rps / f.rps
+        ratio, p99_ratio = r.rps / f.rps, r.p99_ms / f.p99_ms
         verdict = "meets" if ratio >= targets[r.protocol] else "BELOW"
-        print(f"  {r.protocol:<12} c={r.concurrency:<3} throughput {ratio:5.0%} of floor ({verdict} target "
-              f"{targets[r.protocol]:.0%}); p50 {r.p50_ms:.2f} vs {f.p50_ms:.2f} ms; p99 {r.p99_ms:.2f} vs "
-              f"{f.p99_ms:.2f} ms")  # fmt: skip
-        rows.append({"protocol": r.protocol, "concurrency": r.concurrency, "throughput_ratio": round(ratio, 3),
-                     "target": targets[r.protocol]})  # fmt: skip
+        tail = "meets" if p99_ratio <= 2 else "OVER"
+        cpu_ratio = f.cpu_us_per_request / r.cpu_us_per_request
+        print(f"  {r.target:<8} {r.protocol:<12} c={r.concurrency:<3} throughput {ratio:5.0%} of floor ({verdict} "
+              f"{targets[r.protocol]:.0%}); p99 {r.p99_ms:6.2f} vs {f.p99_ms:6.2f} ms = {p99_ratio:4.1f}x ({tail} 2x); "
+              f"p50 {r.p50_ms:.2f} vs {f.p50_ms:.2f} ms; CPU/request floor/gateway {cpu_ratio:4.0%}")  # fmt: skip
+        rows.append({"target": r.target, "protocol": r.protocol, "concurrency": r.concurrency,
+                     "throughput_ratio": round(ratio, 3), "p99_ratio": round(p99_ratio, 2),
+                     "cpu_per_request_ratio": round(cpu_ratio, 3),
+                     "target_ratio": targets[r.protocol]})  # fmt: skip
     return rows
+
+
+def _targets(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
+    return names
+
+
+def build_repo(repo: Path, config: str) -> str:
+    """A repository holding digits_mlp with ``config``; returns the model file's path."""
+    build(repo / "digits_mlp" / "1" / "model.onnx")
+    (repo / "digits_mlp" / "config.yaml").write_text(config)
+    return str(repo / "digits_mlp" / "1" / "model.onnx")
+
+
+def start_gateway(target: str, repo: Path) -> Server:
+    http, grpc_port, metrics = free_port(), free_port(), free_port()
+    env = {**os.environ, "MODELGATE_MANAGEMENT_PORT": "0", **TARGET_ENV.get(target, {})}
+    proc = start([sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
+                  "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
+                  "--log-level", "warning"], env=env)  # fmt: skip
+    return Server(target, proc, http, grpc_port, metrics)
 
 
 def main() -> int:
@@ -273,6 +349,9 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--batch", type=int, default=1, help="rows per request")
     parser.add_argument("--out", type=Path, default=Path("bench-results/v2_overhead.json"))
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every point; the median round is kept")
+    parser.add_argument("--targets", type=_targets, default=["gateway", "inline"],
+                        help=f"comma-separated gateway configurations ({', '.join(TARGETS)})")  # fmt: skip
     args = parser.parse_args()
     for tool in ("wrk", "h2load"):
         if shutil.which(tool) is None:
@@ -283,41 +362,37 @@ def main() -> int:
     x = np.ascontiguousarray(load_digits().data[: args.batch].astype(np.float32))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        repo = work / "repo"
-        build(repo / "digits_mlp" / "1" / "model.onnx")
-        (repo / "digits_mlp" / "config.yaml").write_text(CONFIG_YAML)
-        model = str(repo / "digits_mlp" / "1" / "model.onnx")
-        results: list[Result] = []
-        http, grpc_port, metrics = free_port(), free_port(), free_port()
-        gateway = start([sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
-                         "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
-                         "--log-level", "warning"])  # fmt: skip
+        servers: list[Server] = []
         try:
-            wait_http(f"http://127.0.0.1:{http}/v2/health/ready")
-            print(f"gateway pid {gateway.pid}, floors follow; {args.duration} s per point, batch {args.batch}")
-            results += measure("gateway", gateway, http, grpc_port, x, args.duration, work)
-            grpc_ok = httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
-            ok = sum(
-                float(m)
-                for m in re.findall(
-                    r'modelgate_requests_total\{[^}]*protocol="grpc"[^}]*status="OK"[^}]*\} (\S+)', grpc_ok
+            for target in args.targets:
+                model = build_repo(work / target, TARGETS[target](CONFIG_YAML))
+                servers.append(start_gateway(target, work / target))
+            for kind in ("rest", "grpc"):
+                port = free_port()
+                proc = start([sys.executable, "-m", "bench.floors", kind, "--model", model, "--port", str(port)])
+                servers.append(
+                    Server("floor", proc, port if kind == "rest" else None, port if kind == "grpc" else None)
                 )
-            )
-            print(f"  gateway counted {ok:.0f} gRPC OK responses (h2load does not read grpc-status)")
+            for server in servers:
+                wait_port(server.http or server.grpc or 0)
+                if server.target != "floor":
+                    wait_http(f"http://127.0.0.1:{server.http}/v2/health/ready")
+            print(f"{', '.join(args.targets)} and the floors; {args.duration} s per point, batch {args.batch}, "
+                  f"{args.rounds} round(s), load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
+            results = measure_all(servers, x, args.duration, args.rounds, work)
+            for server in servers:
+                if server.metrics is not None:
+                    text = httpx.get(f"http://127.0.0.1:{server.metrics}/metrics").text
+                    pattern = r'modelgate_requests_total\{[^}]*protocol="grpc"[^}]*status="OK"[^}]*\} (\S+)'
+                    ok = sum(float(m) for m in re.findall(pattern, text))
+                    print(f"  {server.target} counted {ok:.0f} gRPC OK responses (h2load does not read grpc-status)")
         finally:
-            stop(gateway)
-        for kind in ("rest", "grpc"):
-            port = free_port()
-            floor = start([sys.executable, "-m", "bench.floors", kind, "--model", model, "--port", str(port)])
-            try:
-                wait_port(port)
-                results += measure("floor", floor, port if kind == "rest" else None,
-                                   port if kind == "grpc" else None, x, args.duration, work)  # fmt: skip
-            finally:
-                stop(floor)
+            for server in servers:
+                stop(server.proc)
+    print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     ratios = report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"results": [asdict(r) for r in results], "ratios": ratios,
+    args.out.write_text(json.dumps({"results": [asdict(r) for r in results], "ratios": ratios, "rounds": args.rounds,
                                     "cpus": os.cpu_count(), "batch": args.batch}, indent=2))  # fmt: skip
     print(f"\nwrote {args.out}")
     return 0

@@ -96,7 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if not settings.model_repository.is_dir():
         raise ConfigError(f"model repository {settings.model_repository} does not exist or is not a directory")
-    run_until_signal(Gateway(settings))
+    run_until_signal(Gateway(settings, own_process=True))
     return 0
 
 

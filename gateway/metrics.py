@@ -55,6 +55,7 @@ class Metrics:
         self._versions: dict[str, set[str]] | None = None
         self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._backend_children: dict[tuple[str, int, str], Any] = {}
+        self._inflight_children: dict[str, Any] = {}
         r = self.registry
         self.request_duration = Histogram(
             "modelgate_request_duration_seconds",
@@ -205,6 +206,13 @@ class Metrics:
             waited.observe(seconds)
 
     # -- requests (recorded by the protocols) --------------------------------------------
+
+    def inflight_for(self, protocol: str) -> Any:
+        """The in-flight gauge of one protocol (cached: ``labels()`` takes a lock on every call)."""
+        child = self._inflight_children.get(protocol)
+        if child is None:
+            child = self._inflight_children[protocol] = self.inflight.labels(protocol)
+        return child
 
     def model_label(self, name: str) -> str:
         return name if name in self._known else UNKNOWN

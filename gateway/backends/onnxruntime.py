@@ -1,7 +1,9 @@
 """ONNX Runtime, in-process: sessions run on a small per-model thread pool, off the event loop.
 
 ONNX Runtime releases the GIL inside ``run``, so the pool's threads execute in parallel
-while the event loop keeps decoding the next requests.
+while the event loop keeps decoding the next requests. ``parameters: {inline: true}``
+runs the session on the event loop instead (see :mod:`gateway.backends.inline`): for
+models whose call takes microseconds, where the hop to a thread costs more than the model.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.backends.inline import INLINE_DESCRIPTION, run_blocking
 from gateway.core.backend import Backend, ModelVersionSource
 from gateway.core.errors import BackendError, ConfigError, InvalidInput, first_line
 from gateway.core.signature import merge_signature
@@ -49,6 +52,7 @@ class OnnxParameters(BaseModel):
     inter_op_threads: Annotated[int, Field(ge=0, description="Threads across operators; 0 = ORT default.")] = 1
     concurrency: Annotated[int, Field(ge=1, description="Session runs in parallel (thread pool size).")] = 2
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    inline: Annotated[bool, Field(description=INLINE_DESCRIPTION)] = False
 
 
 class OnnxRuntimeBackend(Backend):
@@ -76,16 +80,16 @@ class OnnxRuntimeBackend(Backend):
         )
         signature = merge_signature(self.source.name, self.source.config, discovered)
         self._bytes_inputs = frozenset(t.name for t in signature.inputs if t.datatype == "BYTES")
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.params.concurrency, thread_name_prefix=f"ort-{self.source.name}"
-        )
+        if not self.params.inline:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.params.concurrency, thread_name_prefix=f"ort-{self.source.name}"
+            )
         return signature
 
     async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         feed = {k: (_to_str(k, v) if k in self._bytes_inputs else v) for k, v in inputs.items()}
-        loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._executor, self._session.run, list(outputs), feed)
+            results = await run_blocking(self._executor, self._session.run, list(outputs), feed)
         except Exception as exc:  # onnxruntime raises its own exception types for runtime failures
             log.warning("onnxruntime failed on %s v%d: %s", self.source.name, self.source.version, first_line(exc))
             raise BackendError(

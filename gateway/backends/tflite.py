@@ -8,7 +8,8 @@ in-process.
 
 An interpreter is not thread-safe, so each version owns one interpreter and a
 single-thread executor: requests are serialised per interpreter and run off the event
-loop. The batch dimension is resized per request (``resize_tensor_input(strict=True)``
+loop (or on the event loop itself with ``parameters: {inline: true}``, see
+:mod:`gateway.backends.inline`). The batch dimension is resized per request (``resize_tensor_input(strict=True)``
 + ``allocate_tensors``), only when the incoming shapes differ from the previous request's.
 Names come from the model's signature (the SavedModel names, e.g. ``image`` and
 ``output_0``) when it has one, else from the tensor details.
@@ -25,6 +26,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.backends.inline import INLINE_DESCRIPTION, run_blocking
 from gateway.core.backend import Backend, ModelVersionSource
 from gateway.core.codec.datatypes import v2_datatype
 from gateway.core.errors import BackendError, ConfigError, InvalidInput, first_line
@@ -44,6 +46,7 @@ class TFLiteParameters(BaseModel):
     signature_name: Annotated[
         str | None, Field(description="Signature whose names to use; default: the only (or first) one.")
     ] = None
+    inline: Annotated[bool, Field(description=INLINE_DESCRIPTION)] = False
 
 
 class TFLiteBackend(Backend):
@@ -67,13 +70,13 @@ class TFLiteBackend(Backend):
         discovered = await asyncio.to_thread(runner.load)
         signature = merge_signature(self.source.name, self.source.config, discovered)
         self._runner = runner
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tflite-{self.source.name}")
+        if not self.params.inline:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tflite-{self.source.name}")
         return signature
 
     async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         assert self._runner is not None
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._runner.infer, inputs, outputs)
+        return await run_blocking(self._executor, self._runner.infer, inputs, outputs)
 
     async def unload_impl(self) -> None:
         if self._executor is not None:

@@ -31,7 +31,7 @@ async def measured_rpc(
 ) -> T:  # fmt: skip
     """Run ``handler`` (which returns the response message) inside the shared envelope."""
     started = time.perf_counter()
-    inflight = metrics.inflight.labels(protocol)
+    inflight = metrics.inflight_for(protocol)
     inflight.inc()
 
     def record(code: grpc.StatusCode, client_error: bool, server_error: bool) -> None:

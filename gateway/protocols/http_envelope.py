@@ -27,7 +27,7 @@ async def measured(
 ) -> None:  # fmt: skip
     """Run ``handler`` (which sends the success response) inside the shared envelope."""
     started = time.perf_counter()
-    inflight = metrics.inflight.labels(protocol)
+    inflight = metrics.inflight_for(protocol)
     inflight.inc()
     status, server_error = 200, False
     try:

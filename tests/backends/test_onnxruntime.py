@@ -123,3 +123,75 @@ async def test_dynamic_batching_answers_each_request_with_its_own_rows(mixed_rep
     for request, response in zip(requests, responses, strict=True):
         expected = session.run(None, {"pixels": request.inputs[0].data})[0]
         np.testing.assert_allclose(response.outputs[0].data, expected, rtol=1e-5, atol=1e-6)
+
+
+# -- inline mode (parameters: {inline: true}): the same answers and errors, without the thread pool -----------
+
+
+def _ort_threads(model: str) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith(f"ort-{model}")]
+
+
+@pytest.mark.parametrize("batching", [False, True])
+async def test_inline_mode_answers_exactly_as_the_pool_does(mixed_repo: Path, batching: bool) -> None:
+    import asyncio
+
+    config = mixed_repo / "digits_mlp" / "config.yaml"
+    base = config.read_text().replace("dynamic_batching: {max_delay_ms: 0, concurrency: 2}\n", "")
+    if batching:
+        base += "dynamic_batching: {concurrency: 1}\n"
+    x = _digits(40)
+    requests = [InferRequest("digits_mlp", [Tensor("pixels", "FP32", x[i : i + 1 + i % 4])], id=f"r{i}")
+                for i in range(24)]  # fmt: skip
+    answers: dict[bool, list[np.ndarray]] = {}
+    for inline in (False, True):
+        config.write_text(base.replace("parameters:\n", "parameters:\n  inline: true\n") if inline else base)
+        async with loaded(mixed_repo) as served:
+            plane = served.dataplane
+            target = plane.resolve(ModelRef("digits_mlp"))
+            sequential = [await plane.infer(target, r) for r in requests]
+            burst = await asyncio.gather(*(plane.infer(target, r) for r in requests))
+            threads = _ort_threads("digits_mlp")
+        assert [r.id for r in burst] == [r.id for r in requests]
+        if inline:
+            assert threads == [], f"inline mode started ONNX Runtime pool threads {threads}"
+        else:
+            assert threads, "the pooled mode ran without its pool"
+        answers[inline] = [r.outputs[0].data for r in sequential]
+        for one, other in zip(sequential, burst, strict=True):
+            np.testing.assert_allclose(one.outputs[0].data, other.outputs[0].data, rtol=1e-5, atol=1e-6)
+    for pooled, inline_answer in zip(answers[False], answers[True], strict=True):
+        assert pooled.dtype == inline_answer.dtype and pooled.shape == inline_answer.shape
+        assert pooled.tobytes() == inline_answer.tobytes()
+
+
+async def test_inline_mode_maps_runtime_failures_as_the_pool_does(tmp_path: Path) -> None:
+    from gateway.core.errors import BackendError
+
+    write_identity_model(tmp_path / "1" / "model.onnx")
+    messages = []
+    for inline in (False, True):
+        backend = OnnxRuntimeBackend(source(tmp_path, parameters={"inline": inline}))
+        await backend.load()
+        try:
+            feeds = {s.name: np.ones((2, 3), dtype=object if s.datatype == "BYTES" else _dtype(s.datatype))
+                     for s in backend.signature.inputs}  # fmt: skip
+            feeds["in_BYTES"] = np.full((2, 3), b"x", dtype=object)
+            feeds["in_INT32"] = np.arange(6, dtype=np.int32).reshape(2, 3)
+            ok = await backend.infer(feeds, ["out_INT32", "out_BYTES"])
+            assert ok["out_INT32"].tolist() == [[0, 1, 2], [3, 4, 5]] and ok["out_BYTES"][1, 2] == b"x"
+            # ONNX Runtime itself refuses a feed of the wrong element type (the data plane would have caught it).
+            with pytest.raises(BackendError) as caught:
+                await backend.infer({**feeds, "in_INT32": np.zeros((2, 3), dtype=np.float64)}, ["out_INT32"])
+            messages.append(str(caught.value))
+        finally:
+            await backend.unload()
+    assert messages[0] == messages[1]
+    assert "ONNX Runtime failed while running the model" in messages[0]
+
+
+def test_inline_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"parameters: inline: Input should be a valid boolean"):
+        OnnxRuntimeBackend(source(tmp_path, parameters={"inline": "sometimes"}))

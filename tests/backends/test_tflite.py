@@ -106,3 +106,37 @@ def test_module_imports_no_framework() -> None:
 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_inline_mode_answers_and_fails_exactly_as_the_pool_does(keras_artifacts: KerasArtifacts) -> None:
+    import threading
+
+    from gateway.core.errors import BackendError, InvalidInput
+
+    batches = [digit_images(n, offset=n) for n in (1, 32, 7, 1)]
+    answers: dict[bool, list[np.ndarray]] = {}
+    refusals: dict[bool, list[str]] = {}
+    for inline in (False, True):
+        backend = TFLiteBackend(source(keras_artifacts.tflite.parent, parameters={"inline": inline}))
+        await backend.load()
+        try:
+            answers[inline] = [(await backend.infer({"image": b}, ["output_0"]))["output_0"] for b in batches]
+            threads = [t.name for t in threading.enumerate() if t.name.startswith("tflite-digits")]
+            # LiteRT itself refuses a wrong element type and a wrong non-batch dimension (the data plane
+            # would have caught both): InvalidInput and BackendError in both modes.
+            with pytest.raises(InvalidInput) as invalid:
+                await backend.infer({"image": batches[0].astype(np.float64)}, ["output_0"])
+            with pytest.raises(BackendError) as failed:
+                await backend.infer({"image": np.zeros((1, 8, 8, 2), np.float32)}, ["output_0"])
+            refusals[inline] = [str(invalid.value), str(failed.value)]
+            again = await backend.infer({"image": batches[0]}, ["output_0"])  # the interpreter recovers
+            assert again["output_0"].tobytes() == answers[inline][0].tobytes()
+        finally:
+            await backend.unload()
+        if inline:
+            assert threads == [], f"inline mode started interpreter threads {threads}"
+        else:
+            assert threads, "the pooled mode ran without its thread"
+    for pooled, inline_answer in zip(answers[False], answers[True], strict=True):
+        assert pooled.shape == inline_answer.shape and pooled.tobytes() == inline_answer.tobytes()
+    assert refusals[False] == refusals[True]

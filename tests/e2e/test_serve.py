@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,20 @@ def test_tf_serving_rest_and_grpc(
         response = stub.Predict(request, timeout=10)
         probs = tensor_from_proto("probs", response.outputs["probs"]).data
         assert np.array_equal(probs, want)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_start_up_heap_is_frozen_unless_turned_off(tmp_path: Path, freeze: bool) -> None:
+    """gc_freeze and gc_gen0_threshold (default on, 10000): once the models are loaded the start-up heap
+    leaves the collector's reach and young collections run less often; both can be turned off."""
+    repo = tmp_path / "repo"
+    write_model(repo, "m", "backend: onnxruntime\n")
+    env = {} if freeze else {"MODELGATE_GC_FREEZE": "false", "MODELGATE_GC_GEN0_THRESHOLD": "0"}
+    with ServerProcess(repo, env=env) as server:
+        line = server.wait_for_log("modelgate ready")
+    if freeze:
+        frozen = re.search(r"; (\d+) start-up objects frozen \(gc_freeze\), young collections every 10000 ", line)
+        assert frozen is not None, line
+        assert int(frozen.group(1)) > 10_000  # modules, protobuf descriptors, the loaded model
+    else:  # CPython's own threshold
+        assert line.rstrip().endswith("; gc_freeze off, young collections every 700 allocations"), line

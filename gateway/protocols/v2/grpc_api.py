@@ -81,10 +81,10 @@ class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceSer
             run = lambda: self.ModelInfer(request, context, traced=True)  # noqa: E731
             return await traced_rpc(tracer, context, PROTOCOL, request.model_name, run)
         labels = RequestLabels(request.model_name)
-        key = dict(context.invocation_metadata() or ()).get(ROUTE_KEY_HEADER)  # a sticky traffic split
+        key = _metadata_value(context.invocation_metadata(), ROUTE_KEY_HEADER)  # a sticky traffic split
 
         async def handle() -> pb.ModelInferResponse:
-            ref = ModelRef(request.model_name, request.model_version or None, key=str(key) if key else None)
+            ref = ModelRef(request.model_name, request.model_version or None, key=key or None)
             target = self._dataplane.resolve(ref)
             labels.version = str(target.version)
             with tracer.span("decode"):
@@ -94,3 +94,11 @@ class InferenceServicer(RepositoryServicerMixin, pb_grpc.GRPCInferenceServiceSer
                 return ModelInferResponseConverter.from_types(response)
 
         return await measured_rpc(context, self._metrics, PROTOCOL, labels, handle)
+
+
+def _metadata_value(metadata: Any, key: str) -> str | None:
+    """One text metadata value (scanning the few entries costs less than building a dict per call)."""
+    for item in metadata or ():
+        if item[0] == key:
+            return str(item[1])
+    return None

@@ -503,3 +503,31 @@ async def test_status_on_error_maps_every_error(
     assert error.details() == expected
     retry = [value for name, value in error.trailing_metadata() or () if name == "retry-after"]
     assert retry == (["1"] if key == "overloaded" else [])
+
+
+async def test_route_key_metadata_keeps_a_caller_on_one_version(mixed_repo: Path) -> None:
+    """``x-modelgate-route-key`` metadata: with a traffic split, one key always reaches the same version."""
+    import shutil
+
+    from gateway.core.history import DeploymentHistory
+    from gateway.core.lifecycle import Lifecycle
+    from gateway.core.traffic import ROUTE_KEY_HEADER
+
+    shutil.copytree(mixed_repo / "digits_mlp" / "1", mixed_repo / "digits_mlp" / "2")
+    config = mixed_repo / "digits_mlp" / "config.yaml"
+    config.write_text(config.read_text().replace("version_policy: {latest: 1}", "version_policy: {all: true}"))
+    async with loaded(mixed_repo) as served, grpc_served(served) as (channel, _):
+        lifecycle = Lifecycle(served.manager, DeploymentHistory(mixed_repo))
+        await lifecycle.set_traffic("digits_mlp", {"weights": {"1": 50, "2": 50}})
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        x = np.zeros((1, 64), np.float32)
+        message = ModelInferRequestConverter.from_types(InferRequest("digits_mlp", [Tensor("pixels", "FP32", x)]))
+
+        async def version(key: str) -> str:
+            response = await stub.ModelInfer(message, metadata=((ROUTE_KEY_HEADER, key),))
+            return str(response.model_version)
+
+        for key in ("user-1", "user-2", "user-3"):
+            assert len({await version(key) for _ in range(12)}) == 1, key
+        reached = {await version(f"user-{i}") for i in range(40)}
+    assert reached == {"1", "2"}  # distinct keys still split
