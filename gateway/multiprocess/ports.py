@@ -3,9 +3,11 @@
 The supervisor first binds each port the ordinary way (no ``SO_REUSEPORT``): that fails if anything
 already holds it, so two gateways never silently share a port, and turns port 0 into a concrete
 port. It then holds a ``SO_REUSEPORT`` socket on that port, bound but never listening (so it is
-given no connections), for as long as it runs: the port stays reserved while a worker is replaced.
-Each worker binds and listens on its own ``SO_REUSEPORT`` socket, and the kernel spreads new
-connections over the listening ones.
+given no connections), for as long as it runs. Each worker binds and listens on its own
+``SO_REUSEPORT`` socket, and the kernel spreads new connections over the listening ones; while
+any worker listens, a process that does not share the port (or runs as another user) cannot
+bind it. (Before the first worker listens, the held socket alone does not stop another
+``SO_REUSEADDR`` bind: it is a reservation of the number, checked by the probe.)
 """
 
 from __future__ import annotations
