@@ -21,7 +21,9 @@ from tests.harness import Served
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize(("given", "stored"), [(None, 1), ("1", 1), ("3", 3), (4, 4), ("auto", "auto"), ("AUTO", "auto")])
+@pytest.mark.parametrize(
+    ("given", "stored"), [(None, 1), ("1", 1), ("3", 3), (4, 4), ("auto", "auto"), ("AUTO", "auto")]
+)
 def test_workers_setting(given: object, stored: object) -> None:
     assert load_settings(workers=given).workers == stored
 
