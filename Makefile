@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
 .PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench loadtest loadtest-compare \
-	loadtest-sweep loadtest-compare-versions
+	loadtest-sweep loadtest-compare-versions bench-workers
 
 install: $(STAMP)
 
@@ -87,6 +87,11 @@ bench: install
 	command -v wrk >/dev/null && command -v h2load >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq wrk nghttp2-client)
 	$(PY) -m bench.v2_overhead
+
+# --workers 1 vs 2 and the bare floor at 1 vs 2 processes, interleaved in one run (needs wrk).
+bench-workers: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) -m bench.workers_scaling
 
 protos: install
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. gateway/protos/open_inference_grpc.proto

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.backends.worker.keeper import die_with_parent
+from gateway.core.errors import ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,9 +30,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.multiprocess.supervisor import read_settings
     from gateway.server import Gateway, run_until_signal
 
-    settings = read_settings(args.run_dir)
-    configure_logging(settings.log_level, settings.log_format)
-    run_until_signal(Gateway(settings, worker=WorkerRole(args.index, args.count, args.run_dir)))
+    try:
+        settings = read_settings(args.run_dir)
+        configure_logging(settings.log_level, settings.log_format)
+        run_until_signal(Gateway(settings, worker=WorkerRole(args.index, args.count, args.run_dir)))
+    except (ConfigError, OSError) as exc:  # as `modelgate serve` reports them: one line, exit 2
+        print(f"modelgate: error: worker {args.index}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -82,7 +82,7 @@ class Supervisor:
             _forget(self.run_dir, slot.process.pid)
             self.board.clear(slot.index)
             how = f"signal {-code}" if code < 0 else f"exit status {code}"
-            if not slot.was_ready:
+            if not slot.was_ready and slot.restarts == 0:
                 log.error("modelgate worker %d/%d (pid %d) ended before it was ready (%s): stopping",
                           slot.index, self.count, slot.process.pid, how)  # fmt: skip
                 return code if code > 0 else 1

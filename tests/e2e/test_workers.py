@@ -197,3 +197,31 @@ def test_a_bad_workers_value_is_refused_in_one_line(repo: Path, value: str) -> N
     code, stderr = ServerProcess(repo, "--workers", value).run_to_exit()
     assert code == 2
     assert stderr.strip().count("\n") == 0 and "workers" in stderr and "whole number >= 1 or 'auto'" in stderr
+
+
+def _versions_answering(server: ServerProcess, connections: int) -> set[str]:
+    """The versions that answer unpinned requests on ``connections`` new connections."""
+    seen = set()
+    for _ in range(connections):
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post("/v2/models/digits_mlp/infer", json=_DOC)
+            assert r.status_code == 200, r.text
+            seen.add(r.json()["model_version"])
+    return seen
+
+
+def test_a_traffic_split_set_on_the_management_port_reaches_every_worker(repo: Path, tmp_path: Path) -> None:
+    two = tmp_path / "repo"
+    shutil.copytree(repo / "digits_mlp", two / "digits_mlp")
+    shutil.copytree(two / "digits_mlp" / "1", two / "digits_mlp" / "2")
+    config = two / "digits_mlp" / "config.yaml"
+    config.write_text(config.read_text().replace("version_policy: {latest: 1}", "version_policy: {latest: 2}"))
+    env = {"MODELGATE_DEPLOYMENT_POLL_SECONDS": "0.2"}
+    with ServerProcess(two, "--workers", "2", env=env) as server:
+        wait_for(lambda: len(workers(server)) == 2, "two workers")
+        assert _versions_answering(server, 16) == {"2"}  # the latest version is the default
+        r = httpx.put(f"{server.management_url}/api/models/digits_mlp/traffic",
+                      json={"weights": {"1": 100, "2": 0}}, timeout=30)  # fmt: skip
+        assert r.status_code == 200, r.text
+        # worker 0 applied it at once; the other worker follows at its next poll of the repository state
+        wait_for(lambda: _versions_answering(server, 16) == {"1"}, "every worker to send traffic to version 1")
