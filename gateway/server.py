@@ -145,7 +145,8 @@ class Gateway:
         await self.rollouts.safe_tick()  # resume rollouts recorded in the repository before serving
         self._publish(READY)
         await _call_all(mounts.on_ready)
-        log.info("modelgate ready: %d model version(s) ready", sum(v.ready for v in self.manager.all_versions()))
+        log.info("modelgate %sready: %d model version(s) ready", self._who(),
+                 sum(v.ready for v in self.manager.all_versions()))  # fmt: skip
         health_task = asyncio.create_task(self._health_loop())
         rollout_task = asyncio.create_task(self.rollouts.run())
         refresh_task = asyncio.create_task(self._refresh_loop()) if self.metrics.multiprocess else None
@@ -155,7 +156,7 @@ class Gateway:
         rollout_task.cancel()
         if refresh_task is not None:
             refresh_task.cancel()
-        log.info("modelgate draining (grace %.0f s)", s.shutdown_grace_seconds)
+        log.info("modelgate %sdraining (grace %.0f s)", self._who(), s.shutdown_grace_seconds)
         await _call_all(mounts.on_drain)
         http.should_exit = True
         await asyncio.gather(grpc_server.stop(s.shutdown_grace_seconds), tasks[0])
@@ -166,7 +167,7 @@ class Gateway:
         await self.dataplane.shadow.drain()
         await self.manager.unload_all()
         self.manager.tracer.close()  # tracing: flush buffered spans
-        log.info("modelgate stopped")
+        log.info("modelgate %sstopped", self._who())
 
     def _grpc_server(self, mounts: Mounts) -> tuple[grpc.aio.Server, int]:
         """A gRPC server with every mounted service, bound to the gRPC port (OSError if it cannot bind)."""
