@@ -58,7 +58,6 @@ class Supervisor:
     run_dir: Path
     board: ReadinessBoard
     slots: list[_Slot] = field(default_factory=list)
-    stopping: bool = False
 
     def spawn(self, slot: _Slot) -> None:
         self.board.clear(slot.index)
@@ -194,7 +193,6 @@ def _run(supervisor: Supervisor) -> int:
                 code = failed
                 break
     finally:
-        supervisor.stopping = True
         supervisor.stop_all()
         signal.set_wakeup_fd(-1)
         os.close(wake_r)
