@@ -102,8 +102,11 @@ def test_the_board_is_ready_only_when_every_slot_is_ready(tmp_path: Path) -> Non
 
 def test_a_slot_of_a_process_that_ended_is_not_ready(tmp_path: Path) -> None:
     board = ReadinessBoard(tmp_path, 1)
-    (tmp_path / "0").write_text(f"{_ended_pid()} {READY}\n")  # a worker killed before anyone noticed
+    dead = _ended_pid()
+    (tmp_path / "0").write_text(f"{dead} {READY}\n")  # a worker killed before anyone noticed
     assert not board.all_ready()
+    assert board.was_ready(0, dead)  # the supervisor still sees that it had been ready: replace, not stop
+    assert not board.was_ready(0, os.getpid())
     board.publish(0, READY)
     assert board.all_ready()
 

@@ -4,7 +4,8 @@ A worker writes ``<pid> ready`` to its slot once its models are loaded and ``<pi
 when it begins to stop; the supervisor removes the slot of a worker that ended, before it
 starts the replacement. The gateway is ready when every slot says ``ready`` for a process that
 is still running (a worker killed a moment ago counts as not ready even before the supervisor
-has noticed).
+has noticed). The supervisor reads a dead worker's slot before clearing it: a worker that had
+reached ready is replaced, one that died during the gateway's start-up stops the gateway.
 """
 
 from __future__ import annotations
@@ -44,13 +45,21 @@ class ReadinessBoard:
     def clear(self, index: int) -> None:
         self._slot(index).unlink(missing_ok=True)
 
-    def slot_ready(self, index: int) -> bool:
+    def _read(self, index: int) -> tuple[int, str] | None:
         try:
             pid_text, state = self._slot(index).read_text().split()
-            pid = int(pid_text)
+            return int(pid_text), state
         except (OSError, ValueError):
-            return False
-        return state == READY and process_running(pid)
+            return None
+
+    def slot_ready(self, index: int) -> bool:
+        entry = self._read(index)
+        return entry is not None and entry[1] == READY and process_running(entry[0])
+
+    def was_ready(self, index: int, pid: int) -> bool:
+        """Whether process ``pid`` reached ready in slot ``index`` (it may have died or begun draining since)."""
+        entry = self._read(index)
+        return entry is not None and entry[0] == pid and entry[1] in (READY, DRAINING)
 
     def all_ready(self) -> bool:
         return all(self.slot_ready(index) for index in range(self.count))

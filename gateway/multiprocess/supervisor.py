@@ -47,7 +47,6 @@ class _Slot:
     index: int
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    was_ready: bool = False
     restarts: int = 0
 
 
@@ -74,14 +73,14 @@ class Supervisor:
         """Replace workers that ended; an exit code when the gateway must stop (a worker failed to start)."""
         for slot in self.slots:
             assert slot.process is not None
-            slot.was_ready = slot.was_ready or self.board.slot_ready(slot.index)
             code = slot.process.poll()
             if code is None:
                 continue
+            was_ready = self.board.was_ready(slot.index, slot.process.pid)  # read before the slot is cleared
             _forget(self.run_dir, slot.process.pid)
             self.board.clear(slot.index)
             how = f"signal {-code}" if code < 0 else f"exit status {code}"
-            if not slot.was_ready and slot.restarts == 0:
+            if not was_ready and slot.restarts == 0:
                 log.error("modelgate worker %d/%d (pid %d) ended before it was ready (%s): stopping",
                           slot.index, self.count, slot.process.pid, how)  # fmt: skip
                 return code if code > 0 else 1
@@ -90,7 +89,6 @@ class Supervisor:
             if time.monotonic() - slot.started < RESTART_BACKOFF_SECONDS:
                 time.sleep(RESTART_BACKOFF_SECONDS)  # a crash loop restarts once a second, not flat out
             slot.restarts += 1
-            slot.was_ready = False
             self.spawn(slot)
         return None
 

@@ -147,6 +147,32 @@ def test_one_scrape_counts_every_request_and_a_killed_worker_is_replaced(server:
     assert totals(server) == {"rest": 250, "rest timed": 250, "grpc": 40, "grpc timed": 40}  # the dead one's count
 
 
+def grpc_server_ready(server: ServerProcess) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        return bool(stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready)
+
+
+def test_a_dead_worker_makes_the_gateway_not_ready_until_it_is_replaced(server: ServerProcess) -> None:
+    wait_for(lambda: ready(server) and len(workers(server)) == 2, "two ready workers")
+    assert grpc_server_ready(server)
+    assert server.proc is not None
+    supervisor = server.proc.pid
+    os.kill(supervisor, signal.SIGSTOP)  # no replacement can start while we look
+    try:
+        victim = min(workers(server))
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not _running(victim), "the killed worker to end")
+        r = httpx.get(f"{server.url}/v2/health/ready", timeout=30)  # answered by the worker left
+        assert (r.status_code, r.json()) == (503, {"ready": False})
+        assert not grpc_server_ready(server)
+        assert httpx.get(f"{server.url}/v2/health/live", timeout=30).status_code == 200
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    wait_for(lambda: ready(server) and len(workers(server)) == 2, "the replacement to be ready")
+    assert grpc_server_ready(server)
+
+
 def test_load_and_unload_are_refused_and_management_is_served(server: ServerProcess) -> None:
     for path in ("load", "unload"):
         r = httpx.post(f"{server.url}/v2/repository/models/digits_mlp/{path}", timeout=30)
