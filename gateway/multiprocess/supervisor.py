@@ -7,7 +7,8 @@ Each worker asks the kernel to SIGKILL it when the supervisor dies (``PR_SET_PDE
 worker; each worker's own backend processes end with it by the same machinery.
 
 The run directory (``<tmp>/modelgate-workers-XXXX``, 0700, owned by the supervisor's PID) holds
-the resolved settings, the readiness board and prometheus_client's multiprocess files; it is
+the resolved settings (without the management token, which the workers get in their environment),
+the readiness board and prometheus_client's multiprocess files; it is
 removed on exit, and a later gateway removes one whose supervisor died.
 """
 
@@ -64,7 +65,10 @@ class Supervisor:
             sys.executable, "-m", "gateway.multiprocess.child", "--index", str(slot.index), "--count",
             str(self.count), "--run-dir", str(self.run_dir), "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
-        env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.run_dir))})
+        env = child_env({
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.run_dir)),
+            "MODELGATE_MANAGEMENT_TOKEN": self.settings.token() or "",  # the one setting not written to disk
+        })  # fmt: skip
         slot.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env)
         slot.started = time.monotonic()
         log.info("modelgate worker %d/%d started: pid %d", slot.index, self.count, slot.process.pid)
@@ -116,8 +120,7 @@ def _forget(run_dir: Path, pid: int) -> None:
 
 
 def _write_settings(run_dir: Path, settings: Settings) -> None:
-    doc = settings.model_dump(mode="json")
-    doc["management_token"] = settings.token()
+    doc = settings.model_dump(mode="json", exclude={"management_token"})  # passed in the environment
     path = run_dir / SETTINGS_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -125,7 +128,7 @@ def _write_settings(run_dir: Path, settings: Settings) -> None:
 
 
 def read_settings(run_dir: Path) -> Settings:
-    """The settings the supervisor resolved (concrete ports), for a worker."""
+    """The settings the supervisor resolved (concrete ports), for a worker (the token comes from the environment)."""
     doc = json.loads((run_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
     return Settings(**doc)
 

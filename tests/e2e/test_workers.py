@@ -251,3 +251,24 @@ def test_a_traffic_split_set_on_the_management_port_reaches_every_worker(repo: P
         assert r.status_code == 200, r.text
         # worker 0 applied it at once; the other worker follows at its next poll of the repository state
         wait_for(lambda: _versions_answering(server, 16) == {"1"}, "every worker to send traffic to version 1")
+
+
+def test_the_management_token_reaches_every_worker_and_never_the_disk(repo: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="mg-workers-"))
+    token = "workers-token-5f2c9e"
+    try:
+        with ServerProcess(repo, "--workers", "2", env={"TMPDIR": str(tmp), "MODELGATE_MANAGEMENT_TOKEN": token}) as s:
+            wait_for(lambda: len(workers(s)) == 2, "two workers")
+            auth = {"Authorization": f"Bearer {token}"}
+            assert httpx.get(f"{s.management_url}/api/models", timeout=30).status_code == 401
+            assert httpx.get(f"{s.management_url}/api/models", headers=auth, timeout=30).status_code == 200
+            for _ in range(8):  # new connections, spread over both workers: each one knows the token
+                url = f"{s.url}/v2/repository/models/digits_mlp/load"
+                assert httpx.post(url, timeout=30).status_code == 401
+                assert httpx.post(url, headers=auth, timeout=30).status_code == 409
+            (run_dir,) = tmp.glob("modelgate-workers-*")
+            for path in run_dir.rglob("*"):
+                if path.is_file():
+                    assert token.encode() not in path.read_bytes(), path.name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
