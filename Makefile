@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 # The CPU torch wheel lies in /opt/wheels on this kind of machine; pip finds it there.
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
-.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench bench-peers loadtest \
-	loadtest-compare loadtest-sweep loadtest-compare-versions loadtest-rollouts
+.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench bench-peers bench-workers \
+	loadtest loadtest-compare loadtest-sweep loadtest-compare-versions loadtest-rollouts
 
 install: $(STAMP)
 
@@ -105,6 +105,11 @@ bench-peers: models
 		(apt-get update -qq && apt-get install -y -qq util-linux iproute2)
 	$(PY) -m bench.peers.envs
 	$(PY) -m bench.peers --model-repository $(REPO) $(BENCH_PEERS_ARGS)
+
+# --workers 1 vs 2 and the bare floor at 1 vs 2 processes, interleaved in one run (needs wrk).
+bench-workers: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) -m bench.workers_scaling
 
 protos: install
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. gateway/protos/open_inference_grpc.proto

@@ -5,7 +5,8 @@
 - ``grpc``: a bare ``grpc.aio`` generic handler for ``inference.GRPCInferenceService/ModelInfer``
   that reads ``raw_input_contents`` and answers ``raw_output_contents``.
 
-Run: ``python -m bench.floors rest|grpc --model model.onnx --port N``.
+Run: ``python -m bench.floors rest|grpc --model model.onnx --port N`` (``rest --workers 2``: uvicorn's
+own multi-process mode, the floor's scaling over cores).
 """
 
 from __future__ import annotations
@@ -110,15 +111,33 @@ async def serve_grpc(session: ort.InferenceSession, port: int) -> None:
     await server.wait_for_termination()
 
 
+def rest_app_from_env() -> Any:
+    """For uvicorn's ``--workers``, which imports the app in each process: the model from ``FLOOR_MODEL``."""
+    import os
+
+    return rest_app(_session(os.environ["FLOOR_MODEL"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["rest", "grpc"])
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="rest only: uvicorn worker processes")
     args = parser.parse_args()
-    session = _session(args.model)
     import uvloop
 
+    if args.kind == "rest" and args.workers > 1:
+        import os
+
+        import uvicorn
+
+        os.environ["FLOOR_MODEL"] = args.model
+        uvicorn.run("bench.floors:rest_app_from_env", factory=True, workers=args.workers, host="127.0.0.1",
+                    port=args.port, lifespan="off", http="httptools", loop="uvloop", log_level="warning",
+                    access_log=False)  # fmt: skip
+        return
+    session = _session(args.model)
     if args.kind == "rest":
         import uvicorn
 

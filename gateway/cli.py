@@ -50,6 +50,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--http-port", type=int, help="V2 REST port (default 8000; 0 = any free port)")
     p.add_argument("--grpc-port", type=int, help="V2 gRPC port (default 8001)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002)")
+    p.add_argument(
+        "--workers",
+        help="serving processes sharing the ports, each with its own backends (default 1; 'auto' = one per core)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON lines")
     p.add_argument(
@@ -92,10 +96,16 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
     if not settings.model_repository.is_dir():
         raise ConfigError(f"model repository {settings.model_repository} does not exist or is not a directory")
+    count = settings.worker_count()
+    if count > 1:
+        from gateway.multiprocess.supervisor import serve_workers
+
+        return serve_workers(settings, count)
     run_until_signal(Gateway(settings, own_process=True))
     return 0
 

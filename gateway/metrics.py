@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -49,7 +50,11 @@ class Metrics:
     """All series the gateway exports: protocols record requests into it, and it implements
     :class:`gateway.core.events.CoreEvents` for what the core and the backends report."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess: bool = False) -> None:
+        #: Several serving processes share the values (prometheus_client's multiprocess mode): gauges
+        #: computed by a function are set from it by :meth:`refresh`, since only stored values are shared.
+        self.multiprocess = multiprocess
+        self._functions: dict[tuple[str, str], tuple[Any, Callable[[], int]]] = {}
         self.registry = CollectorRegistry()
         self._known: set[str] = set()
         self._versions: dict[str, set[str]] | None = None
@@ -70,7 +75,13 @@ class Metrics:
             ["model", "version", "protocol", "status"],
             registry=r,
         )
-        self.inflight = Gauge("modelgate_inflight_requests", "Requests being handled now.", ["protocol"], registry=r)
+        self.inflight = Gauge(
+            "modelgate_inflight_requests",
+            "Requests being handled now.",
+            ["protocol"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.backend_duration = Histogram(
             "modelgate_backend_inference_duration_seconds",
             "Time spent inside the backend call (excludes decoding and encoding).",
@@ -80,7 +91,7 @@ class Metrics:
         )
         self.model_state = Gauge(
             "modelgate_model_state", "1 for the current state of each model version.", ["model", "version", "state"],
-            registry=r,
+            registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.rejections = Counter(
             "modelgate_rejected_requests", "Requests refused before reaching a backend, by reason.",
@@ -91,6 +102,7 @@ class Metrics:
             "Requests admitted and not yet answered, per model version.",
             ["model", "version"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.retries = Counter(
             "modelgate_backend_retries", "Backend calls tried again after a failure that is safe to retry.",
@@ -98,11 +110,11 @@ class Metrics:
         )  # fmt: skip
         self.circuit_open = Gauge(
             "modelgate_backend_circuit_open", "1 while the circuit breaker of a backend endpoint is open.",
-            ["backend", "endpoint"], registry=r,
+            ["backend", "endpoint"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.backend_up = Gauge(
             "modelgate_backend_up", "1 while a model version's backend is loaded and passes its health checks.",
-            ["model", "version", "backend"], registry=r,
+            ["model", "version", "backend"], registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
         self.batch_size = Histogram(
             "modelgate_batch_size",
@@ -119,7 +131,9 @@ class Metrics:
             registry=r,
         )
         self._add_deployment_series()
-        build = Gauge("modelgate_build_info", "Build information.", ["version", "python"], registry=r)
+        build = Gauge(
+            "modelgate_build_info", "Build information.", ["version", "python"], registry=r, multiprocess_mode="livemax"
+        )
         build.labels(__version__, platform.python_version()).set(1)
 
     def _add_deployment_series(self) -> None:
@@ -132,10 +146,14 @@ class Metrics:
                                  registry=r)  # fmt: skip
         self.traffic_weight = Gauge(
             "modelgate_traffic_weight", "Share (percent) of unpinned requests each version gets.",
-            ["model", "version"], registry=r,
+            ["model", "version"], registry=r, multiprocess_mode="livemostrecent",
         )  # fmt: skip
         self.rollout_step_gauge = Gauge(
-            "modelgate_rollout_step", "Current step of a running rollout (0: none).", ["model"], registry=r
+            "modelgate_rollout_step",
+            "Current step of a running rollout (0: none).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
 
     # -- gateway.core.deploy_events.DeploymentEvents ------------------------------------------
@@ -186,7 +204,17 @@ class Metrics:
         self.backend_up.labels(model, str(version), backend).set(1 if up else 0)
 
     def queue_depth(self, model: str, version: int, depth: Callable[[], int]) -> None:
-        self.queue_depth_gauge.labels(model, str(version)).set_function(depth)
+        child = self.queue_depth_gauge.labels(model, str(version))
+        if self.multiprocess:
+            self._functions[(model, str(version))] = (child, depth)
+            child.set(depth())
+        else:
+            child.set_function(depth)
+
+    def refresh(self) -> None:
+        """Multiprocess mode: store the current value of every function-computed gauge."""
+        for child, depth in list(self._functions.values()):
+            child.set(depth())
 
     def backend_call(self, model: str, version: int, backend: str, seconds: float) -> None:
         key = (model, version, backend)
@@ -235,3 +263,15 @@ class Metrics:
                 self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+def exposition_registry(metrics: Metrics, multiprocess_dir: Path | None) -> CollectorRegistry:
+    """What the metrics port serves: this process's registry, or every worker's values summed
+    (prometheus_client's multiprocess collector over ``multiprocess_dir``)."""
+    if multiprocess_dir is None:
+        return metrics.registry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(multiprocess_dir))  # type: ignore[no-untyped-call]
+    return registry

@@ -31,7 +31,10 @@ from gateway.core.lifecycle import Lifecycle
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.core.rollout.controller import RolloutController, replica_name
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, exposition_registry
+from gateway.multiprocess import ports
+from gateway.multiprocess.readiness import DRAINING, READY, ReadinessBoard
+from gateway.multiprocess.role import LOCAL_OPS_REFUSED, WorkerRole
 from gateway.protocols import PROTOCOLS
 from gateway.protocols.grpc_server import GrpcLimits, RequestInterceptor, bounded_server_options
 from gateway.protocols.http_app import HttpApp
@@ -65,19 +68,24 @@ class Gateway:
 
     def __init__(
         self, settings: Settings, registry: BackendRegistry | None = None, protocols: Sequence[str] = PROTOCOLS,
+        worker: WorkerRole | None = None,
         own_process: bool = False,
     ) -> None:  # fmt: skip
         """``own_process``: the gateway owns its process (``modelgate serve``), so it may tune the garbage
         collector, which is process-wide (``gc_freeze``, ``gc_gen0_threshold``); embedded, it leaves it."""
         self.settings = settings
         self.own_process = own_process
-        self.metrics = Metrics()
+        #: One of several serving processes sharing the ports (``--workers``), or None: the only one.
+        self.worker = worker
+        self.board = None if worker is None else ReadinessBoard(worker.board_dir, worker.count)
+        self.metrics = Metrics(multiprocess=worker is not None)
         self.manager = ModelManager(
             ModelRepository(settings.model_repository), registry or default_registry(), self.metrics,
             tracer=tracer_for(settings.otlp_endpoint),  # tracing: request spans over OTLP when configured
         )  # fmt: skip
         limits = TensorLimits(max_bytes=settings.max_tensor_bytes)
-        self.dataplane = DataPlane(self.manager, self.metrics, limits)
+        self.dataplane = DataPlane(self.manager, self.metrics, limits,
+                                   peers_ready=None if self.board is None else self.board.all_ready)  # fmt: skip
         self.protocols = tuple(protocols)
         self.lifecycle = Lifecycle(self.manager, DeploymentHistory(settings.model_repository), self.metrics,
                                    drain_seconds=settings.shutdown_grace_seconds)  # fmt: skip
@@ -102,57 +110,70 @@ class Gateway:
         ssl_context = None  # checked before anything binds: a bad certificate is a ConfigError
         if s.tls_cert is not None and s.tls_key is not None:
             ssl_context = server_ssl_context(s.tls_cert, s.tls_key, s.tls_client_ca)
-        control = control_plane(self.lifecycle, s.token(), ManagementApi(self.lifecycle, rollout_routes(self.rollouts)))
+        refused = None if self.worker is None else LOCAL_OPS_REFUSED
+        api = ManagementApi(self.lifecycle, rollout_routes(self.rollouts), local_ops_refused=refused)
+        control = control_plane(self.lifecycle, s.token(), api, local_ops_refused=refused)
         ctx = ProtocolContext(self.dataplane, self.metrics, s.max_request_bytes, control.repository)
         mounts = mount_all(ctx, self.protocols)
-        http_sock = _bind(s.host, s.http_port)
-        metrics_sock = _bind(s.host, s.metrics_port)
-        management_sock = _bind(s.management_host, s.management_port)
+        shared = self.worker is not None  # the ports are shared with the other workers (SO_REUSEPORT)
+        http_sock = _bind(s.host, s.http_port, shared)
+        metrics_sock = _bind(s.host, s.metrics_port, shared)
+        management_sock = None
         try:
+            if self.worker is None or self.worker.serves_management:
+                management_sock = _bind(s.management_host, s.management_port, shared)
             grpc_server, grpc_port = self._grpc_server(mounts)
         except OSError:
-            http_sock.close()
-            metrics_sock.close()
-            management_sock.close()
+            for sock in (http_sock, metrics_sock, management_sock):
+                if sock is not None:
+                    sock.close()
             raise
+        management_port = s.management_port if management_sock is None else management_sock.getsockname()[1]
         self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1],
-                                management_sock.getsockname()[1])  # fmt: skip
+                                management_port)  # fmt: skip
         app = HttpApp(mounts.http_routes, mounts.http_fast_paths, access_log=s.access_log)
         http = _UvicornServer(self._uvicorn_config(app, ssl_context))
-        metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(self.metrics.registry), None))
+        exposed = exposition_registry(self.metrics, None if self.worker is None else self.worker.metrics_dir)
+        metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(exposed), None))
         management = _UvicornServer(self._uvicorn_config(control.app, None))
         await grpc_server.start()
-        tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock])),
-                 asyncio.create_task(management.serve([management_sock]))]  # fmt: skip
+        tasks = [asyncio.create_task(http.serve([http_sock])), asyncio.create_task(metrics.serve([metrics_sock]))]
+        if management_sock is not None:
+            tasks.append(asyncio.create_task(management.serve([management_sock])))
         log.info(
-            "modelgate listening: http=%s:%d grpc=%s:%d metrics=%s:%d management=%s:%d repository=%s tls=%s",
-            s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics,
+            "modelgate %slistening: http=%s:%d grpc=%s:%d metrics=%s:%d management=%s:%d repository=%s tls=%s",
+            self._who(), s.host, self.ports.http, s.host, self.ports.grpc, s.host, self.ports.metrics,
             s.management_host, self.ports.management, s.model_repository,
             "off" if s.tls_cert is None else ("mutual" if s.tls_client_ca else "on"),
         )  # fmt: skip
         await self.manager.load_all()
         await self.rollouts.safe_tick()  # resume rollouts recorded in the repository before serving
+        self._publish(READY)
         await _call_all(mounts.on_ready)
         heap = tune_gc(s.gc_freeze, s.gc_gen0_threshold) if self.own_process else "garbage collector left as it is"
-        log.info("modelgate ready: %d model version(s) ready; %s", sum(v.ready for v in self.manager.all_versions()),
-                 heap)  # fmt: skip
+        log.info("modelgate %sready: %d model version(s) ready; %s", self._who(),
+                 sum(v.ready for v in self.manager.all_versions()), heap)  # fmt: skip
         health_task = asyncio.create_task(self._health_loop())
         rollout_task = asyncio.create_task(self.rollouts.run())
+        refresh_task = asyncio.create_task(self._refresh_loop()) if self.metrics.multiprocess else None
         await self._stop.wait()
+        self._publish(DRAINING)
         health_task.cancel()
         rollout_task.cancel()
-        log.info("modelgate draining (grace %.0f s)", s.shutdown_grace_seconds)
+        if refresh_task is not None:
+            refresh_task.cancel()
+        log.info("modelgate %sdraining (grace %.0f s)", self._who(), s.shutdown_grace_seconds)
         await _call_all(mounts.on_drain)
         http.should_exit = True
         await asyncio.gather(grpc_server.stop(s.shutdown_grace_seconds), tasks[0])
         metrics.should_exit = True
         management.should_exit = True
-        await asyncio.gather(tasks[1], tasks[2])
+        await asyncio.gather(*tasks[1:])
         await self.rollouts.close()
         await self.dataplane.shadow.drain()
         await self.manager.unload_all()
         self.manager.tracer.close()  # tracing: flush buffered spans
-        log.info("modelgate stopped")
+        log.info("modelgate %sstopped", self._who())
 
     def _grpc_server(self, mounts: Mounts) -> tuple[grpc.aio.Server, int]:
         """A gRPC server with every mounted service, bound to the gRPC port (OSError if it cannot bind)."""
@@ -169,7 +190,8 @@ class Gateway:
             handshake_timeout=s.grpc_handshake_timeout_seconds,
         )
         server = grpc.aio.server(
-            options=bounded_server_options(limits), interceptors=[RequestInterceptor(access_log=s.access_log)]
+            options=bounded_server_options(limits, reuse_port=self.worker is not None),
+            interceptors=[RequestInterceptor(access_log=s.access_log)],
         )
         for install in mounts.grpc_services:
             install(server)
@@ -184,6 +206,20 @@ class Gateway:
         if port == 0:
             raise OSError(f"cannot bind gRPC port {address} (in use?)")
         return server, port
+
+    def _who(self) -> str:
+        return "" if self.worker is None else f"worker {self.worker.index}/{self.worker.count} "
+
+    def _publish(self, state: str) -> None:
+        """Workers: record this process's readiness where every worker reads it."""
+        if self.board is not None and self.worker is not None:
+            self.board.publish(self.worker.index, state)
+
+    async def _refresh_loop(self) -> None:
+        """Multiprocess metrics: store function-computed gauges (queue depth) every second."""
+        while True:
+            self.metrics.refresh()
+            await asyncio.sleep(1.0)
 
     async def _health_loop(self) -> None:
         """Feed backend health into per-model readiness until shutdown."""
@@ -260,20 +296,7 @@ def run_until_signal(gateway: Gateway) -> None:
         runner.run(main())
 
 
-_BACKLOG = 2048  # uvicorn's default
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+def _bind(host: str, port: int, shared: bool = False) -> socket.socket:
+    sock = ports.listening(host, port, reuse_port=shared)  # "listening" is logged before uvicorn's loop runs
     sock.set_inheritable(True)
-    # Listen now: the "listening" line is logged before uvicorn's serve task runs, and a client that
-    # connects in between must be queued by the kernel, not refused (uvicorn listens again, same backlog).
-    sock.listen(_BACKLOG)
     return sock

@@ -6,10 +6,11 @@ the YAML file given with ``--config``, then the defaults below.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +23,16 @@ from gateway.core.errors import ConfigError
 from gateway.tracing import check_otlp_endpoint
 
 MiB = 1024 * 1024
+
+
+def _workers(value: object) -> object:
+    """``workers``: a whole number >= 1, or ``auto``."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"must be a whole number >= 1 or 'auto' (got {str(value)[:32]!r})")
+    return int(text)
 
 
 class Settings(BaseSettings):
@@ -91,6 +102,12 @@ class Settings(BaseSettings):
               "(CPython's default 700 ran one every ~20 requests, ~9 us of CPU per request); 0 keeps "
               "CPython's default."),
     ] = 10_000  # fmt: skip
+    workers: Annotated[
+        int | Literal["auto"],
+        BeforeValidator(_workers),
+        Field(description="Serving processes sharing the REST, gRPC and metrics ports (SO_REUSEPORT), each with "
+              "its own backends; 'auto' = one per CPU core. 1 (the default) serves in this process."),
+    ] = 1  # fmt: skip
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Annotated[
         Literal["text", "json"], Field(description="Log lines as text, or one JSON object per line.")
@@ -166,6 +183,12 @@ class Settings(BaseSettings):
         Field(description="OTLP/HTTP collector (e.g. http://otel-collector:4318) to export request spans to; "
               "unset: no tracing, and OpenTelemetry is not even imported."),
     ] = None  # fmt: skip
+
+    def worker_count(self) -> int:
+        """How many serving processes ``workers`` asks for (``auto``: the CPUs this process may run on)."""
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return self.workers
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Settings:

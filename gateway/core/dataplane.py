@@ -11,7 +11,7 @@ calls the backend and shapes the response. Protocols never see the model manager
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,8 +86,11 @@ class DataPlane:
         events: CoreEvents = NO_EVENTS,
         limits: TensorLimits = DEFAULT_LIMITS,
         evidence: EvidenceBook | None = None,
+        peers_ready: Callable[[], bool] | None = None,
     ) -> None:
         self._manager = manager
+        #: With several serving processes: whether every one of them is ready (None: this one alone serves).
+        self._peers_ready = peers_ready
         self._events = events
         self.limits = limits
         self.draining = False
@@ -104,9 +107,12 @@ class DataPlane:
         """Ready once start-up loading finished and until shutdown begins.
 
         A model that failed to load does not make the server unready (it is reported per
-        model and in the repository index): the others keep serving.
+        model and in the repository index): the others keep serving. With several serving
+        processes, ready only when every one of them is.
         """
-        return self._manager.loaded and not self.draining
+        if not self._manager.loaded or self.draining:
+            return False
+        return self._peers_ready is None or self._peers_ready()
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}

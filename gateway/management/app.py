@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.core.errors import GatewayError, InvalidInput
+from gateway.core.errors import DeploymentConflict, GatewayError, InvalidInput
 from gateway.core.lifecycle import Lifecycle
 from gateway.management.auth import RequireToken, TokenCheck
 from gateway.protocols.http_errors import error_status
@@ -62,9 +62,13 @@ async def json_body(request: Request, allowed: frozenset[str]) -> dict[str, Any]
 class ManagementApi:
     """Routes over a :class:`Lifecycle` (and, when set, a rollout controller's routes)."""
 
-    def __init__(self, lifecycle: Lifecycle, extra_routes: list[Route] | None = None) -> None:
+    def __init__(
+        self, lifecycle: Lifecycle, extra_routes: list[Route] | None = None, local_ops_refused: str | None = None
+    ) -> None:
         self.lifecycle = lifecycle
         self.extra_routes = extra_routes or []
+        #: Why load and unload are refused (several serving processes), or None.
+        self.local_ops_refused = local_ops_refused
 
     def routes(self) -> list[Route]:
         return [
@@ -86,11 +90,13 @@ class ManagementApi:
 
     async def _load(self, request: Request) -> Response:
         doc = await json_body(request, frozenset({"source", "version"}))
+        refuse_local_op("load", self.local_ops_refused)
         source = doc.get("source", doc.get("version"))
         return json_response(await self.lifecycle.load(request.path_params["model"], source))
 
     async def _unload(self, request: Request) -> Response:
         doc = await json_body(request, frozenset({"version"}))
+        refuse_local_op("unload", self.local_ops_refused)
         return json_response(await self.lifecycle.unload(request.path_params["model"], doc.get("version")))
 
     async def _labels(self, request: Request) -> Response:
@@ -108,6 +114,12 @@ class ManagementApi:
             raise InvalidInput("limit: must be a positive integer")
         records = self.lifecycle.history.read(model, int(raw_limit) if raw_limit else None)
         return json_response({"records": records})
+
+
+def refuse_local_op(operation: str, reason: str | None) -> None:
+    """DeploymentConflict (409 / FAILED_PRECONDITION) when per-process operations are refused."""
+    if reason is not None:
+        raise DeploymentConflict(f"{operation}: {reason}")
 
 
 def management_app(api: ManagementApi, token: str | None) -> RequireToken:

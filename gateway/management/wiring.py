@@ -18,6 +18,9 @@ class ControlPlane:
     repository: RepositoryAccess
 
 
-def control_plane(lifecycle: Lifecycle, token: str | None, api: ManagementApi | None = None) -> ControlPlane:
-    api = api or ManagementApi(lifecycle)
-    return ControlPlane(management_app(api, token), RepositoryAccess(lifecycle, TokenCheck(token)))
+def control_plane(
+    lifecycle: Lifecycle, token: str | None, api: ManagementApi | None = None, local_ops_refused: str | None = None
+) -> ControlPlane:
+    """``local_ops_refused``: why load and unload are refused on both surfaces (None: allowed)."""
+    api = api or ManagementApi(lifecycle, local_ops_refused=local_ops_refused)
+    return ControlPlane(management_app(api, token), RepositoryAccess(lifecycle, TokenCheck(token), local_ops_refused))

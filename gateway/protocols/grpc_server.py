@@ -53,12 +53,13 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def bounded_server_options(limits: GrpcLimits) -> list[tuple[str, int]]:
-    """Channel arguments for ``grpc.aio.server`` (no silent port sharing: ``so_reuseport`` off)."""
+def bounded_server_options(limits: GrpcLimits, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """Channel arguments for ``grpc.aio.server`` (no silent port sharing: ``so_reuseport`` off unless
+    ``reuse_port``, for the serving processes of ``--workers`` on the port their supervisor reserved)."""
     return [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_metadata_size", limits.max_metadata_bytes),
         ("grpc.server_handshake_timeout_ms", _ms(limits.handshake_timeout)),
         ("grpc.max_concurrent_streams", limits.max_concurrent_streams),

@@ -32,10 +32,10 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
 
 
-def make_run_dir(parent: Path | None = None) -> Path:
+def make_run_dir(parent: Path | None = None, prefix: str = PREFIX) -> Path:
     """A fresh 0700 run directory owned by this process (stale ones of this user are cleaned first)."""
-    clean_stale_run_dirs(parent)
-    directory = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+    clean_stale_run_dirs(parent, prefix)
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     claim(directory)
     return directory
 
@@ -56,8 +56,8 @@ def owner_alive(directory: Path) -> bool:
     return _start_time(pid) == start
 
 
-def clean_stale_run_dirs(parent: Path | None = None) -> list[Path]:
-    """Remove this user's ``modelgate-torchserve-*`` directories whose owning gateway is dead.
+def clean_stale_run_dirs(parent: Path | None = None, prefix: str = PREFIX) -> list[Path]:
+    """Remove this user's ``modelgate-torchserve-*`` (``prefix``) directories whose owning gateway is dead.
 
     Call it once when the gateway starts; returns what was removed. Directories of other
     users, and directories without an owner file younger than a minute (being created), stay.
@@ -65,7 +65,7 @@ def clean_stale_run_dirs(parent: Path | None = None) -> list[Path]:
     base = parent or Path(tempfile.gettempdir())
     removed = []
     try:
-        candidates = [p for p in base.iterdir() if p.name.startswith(PREFIX)]
+        candidates = [p for p in base.iterdir() if p.name.startswith(prefix)]
     except OSError:
         return []
     for directory in candidates:
@@ -79,7 +79,7 @@ def clean_stale_run_dirs(parent: Path | None = None) -> list[Path]:
             continue
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory)
-        log.info("removed the stale TorchServe run directory %s (its gateway is gone)", directory)
+        log.info("removed the stale run directory %s (its gateway is gone)", directory)
     return removed
 
 

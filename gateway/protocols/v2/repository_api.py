@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.core.dataplane import DataPlane
 from gateway.core.errors import InvalidInput
 from gateway.core.lifecycle import Lifecycle
+from gateway.management.app import refuse_local_op
 from gateway.management.auth import UNAUTHORIZED, TokenCheck
 from gateway.protocols.grpc_errors import status_on_error
 from gateway.protocols.http import parse_json, read_body
@@ -41,18 +42,22 @@ def mount(mounts: Mounts, ctx: ProtocolContext) -> None:
 class RepositoryAccess:
     """What the load and unload routes need: the lifecycle and the token check."""
 
-    def __init__(self, lifecycle: Lifecycle, check: TokenCheck) -> None:
+    def __init__(self, lifecycle: Lifecycle, check: TokenCheck, local_ops_refused: str | None = None) -> None:
         self.lifecycle = lifecycle
         self.check = check
+        #: Why load and unload are refused (several serving processes), or None.
+        self.local_ops_refused = local_ops_refused
 
     async def load(self, model: str, parameters: Mapping[str, object]) -> dict[str, Any]:
         _refuse_uploads(parameters)
+        refuse_local_op("load", self.local_ops_refused)
         return await self.lifecycle.load(model)
 
     async def unload(self, model: str, parameters: Mapping[str, object]) -> dict[str, Any]:
         unknown = sorted(set(parameters) - {"unload_dependents"})
         if unknown:
             raise InvalidInput(f"parameters: {unknown} not supported (only unload_dependents)")
+        refuse_local_op("unload", self.local_ops_refused)
         return await self.lifecycle.unload(model)
 
 

@@ -1,0 +1,1 @@
+"""``modelgate serve --workers N``: N serving processes sharing the ports, under one supervisor."""
