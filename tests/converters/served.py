@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 
 from converters.isolation import run_step
@@ -28,6 +29,7 @@ from gateway.backends.tflite import TFLiteBackend
 from gateway.core.backend import BackendRegistry
 from gateway.core.config import CONFIG_FILE
 from gateway.core.dataplane import DataPlane
+from gateway.core.errors import InvalidInput
 from gateway.core.types import InferRequest, Tensor
 from tests.harness import infer_named, loaded
 
@@ -103,6 +105,10 @@ async def _ask(
     rows = len(next(iter(inputs.values())))
     pinned = specs[0]["shape"][0]
     step = pinned if pinned > 0 else rows
+    if pinned > 0:  # the pin is enforced: a larger batch is refused before it reaches the runtime
+        tensors = [Tensor(s["name"], s["datatype"], inputs[s["name"]][: pinned + 1]) for s in specs]
+        with pytest.raises(InvalidInput, match=rf"shape \[{pinned + 1}, .* does not match the model's \[{pinned}, "):
+            await infer_named(plane, InferRequest(name, tensors, model_version=version))
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, rows, step):
         tensors = [Tensor(s["name"], s["datatype"], inputs[s["name"]][start : start + step]) for s in specs]
