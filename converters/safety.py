@@ -215,6 +215,9 @@ class ArchiveLimits:
 DEFAULT_LIMITS = ArchiveLimits()
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 class ArchiveBomb(BadInput):
     """The archive would expand past the bounds (a zip bomb, or a file far larger than any model)."""
 
@@ -354,11 +357,12 @@ def check_hdf5(source: Path | io.BytesIO, where: str, stored: int, limits: Archi
 
 
 def _check_keras_weights(path: Path, limits: ArchiveLimits) -> None:
-    """The HDF5 weight files inside a .keras zip (the zip itself was bounded already)."""
+    """The HDF5 weight files inside a .keras zip (the zip itself was bounded already). A member that is not
+    HDF5 cannot be an HDF5 bomb: Keras refuses it when loading, with its own reason."""
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
-            if info.filename.endswith(".h5"):
-                data = archive.read(info)
+            data = archive.read(info) if info.filename.endswith(".h5") else b""
+            if data.startswith(_HDF5_SIGNATURE):
                 check_hdf5(io.BytesIO(data), f"{path} (member {info.filename!r})", len(data), limits)
 
 
