@@ -131,22 +131,36 @@ def prepare(request: ConversionRequest, workdir: Path, log: Log = _quiet) -> Pla
 
 
 def _plan_recurrent(plan: Plan) -> None:
-    """PyTorch LSTM/GRU: no SavedModel/TFLite (onnx2tf fails on them); TorchScript pinned to batch 1."""
-    if not plan.recurrent or catalogue.FAMILIES[plan.kind] != "torch":
+    """Recurrent layers. PyTorch LSTM/GRU: no SavedModel/TFLite (onnx2tf fails on them), TorchScript pinned
+    to batch 1. Keras LSTM/GRU: no TFLite (its converter cannot lower their TensorList ops at a dynamic batch
+    without TensorFlow Select ops, which the TFLite runtime here lacks); SavedModel and ONNX work."""
+    if not plan.recurrent:
         return
     layers = "/".join(op.upper() for op in plan.recurrent)
+    torch_source = catalogue.FAMILIES[plan.kind] == "torch"
+    refused = ("savedmodel", "tflite") if torch_source else ("tflite",)
     for target in catalogue.build_order(plan.targets, plan.kind):
-        if catalogue.TARGETS[target].format in ("savedmodel", "tflite"):
+        if catalogue.TARGETS[target].format in refused:
             plan.unsupported.add(target)
-            plan.failures[target] = Diagnosis(
-                f"not supported for this model: PyTorch {layers} layers cannot be converted to SavedModel/TFLite here "
-                "(onnx2tf fails on recurrent layers), so it was not attempted",
-                "use the onnx or torchscript target, or build the model in Keras (TensorFlow converts Keras "
-                "LSTM/GRU layers to TFLite itself)",
-            )
+            plan.failures[target] = _recurrent_diagnosis(layers, torch_source)
     if plan.kind == "torch_export" and "torchscript" in plan.targets:
         plan.pinned["torchscript"] = 1
         plan.log(f"torchscript: traced and published at batch 1 only ({layers}: a trace fixes the batch size)")
+
+
+def _recurrent_diagnosis(layers: str, torch_source: bool) -> Diagnosis:
+    if torch_source:
+        return Diagnosis(
+            f"not supported for this model: PyTorch {layers} layers cannot be converted to SavedModel/TFLite here "
+            "(onnx2tf fails on recurrent layers), so it was not attempted",
+            "use the onnx or torchscript target",
+        )
+    return Diagnosis(
+        f"not supported for this model: Keras {layers} layers cannot be converted to TFLite here (at a dynamic "
+        "batch TFLite's converter needs TensorFlow Select ops for them, which the TFLite runtime here lacks), "
+        "so it was not attempted",
+        "use the onnx or savedmodel target",
+    )
 
 
 def _inspect(request: ConversionRequest, kind: str, workdir: Path) -> dict[str, Any]:

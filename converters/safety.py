@@ -17,6 +17,11 @@ bytecode. So before any loader (``torch.export.load``, ``torch.jit.load``,
 * a bare pickle file (or a ``torch.save`` checkpoint) is refused outright: it is not a model
   graph, and loading it is running it.
 
+Before any of that, the file's size is bounded (:class:`ArchiveLimits`): a zip archive (with the
+archives nested in it) may not declare more than 16 GiB uncompressed or 10,000 members, nor
+expand more than 100x past 64 MiB; the datasets of an HDF5 file (a legacy .h5, the weights in
+a .keras zip) likewise. These are read from the directories, before a member is extracted.
+
 Anything refused raises :class:`UnsafeModel` (a :class:`BadInput`: the CLI exits 2).
 """
 
@@ -29,6 +34,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +199,65 @@ def pickled_globals_refused(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def _members(archive: zipfile.ZipFile, depth: int) -> Iterator[tuple[str, bytes]]:
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Bounds on what an archive (with the archives nested in it) may expand to, checked on its
+    directory before any member is read; zipfile never expands a member past its declared size."""
+
+    max_bytes: int = 16 * 1024**3
+    max_members: int = 10_000
+    #: Uncompressed / compressed, once the archive expands past ``ratio_floor_bytes``: weights barely
+    #: compress (torch stores them, Keras deflates them ~1.1x), a zip bomb compresses ~1000x.
+    max_ratio: int = 100
+    ratio_floor_bytes: int = 64 * 1024**2
+
+
+DEFAULT_LIMITS = ArchiveLimits()
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class ArchiveBomb(BadInput):
+    """The archive would expand past the bounds (a zip bomb, or a file far larger than any model)."""
+
+
+class _Budget:
+    """What the archive and every archive nested in it may still expand to, in bytes and members."""
+
+    def __init__(self, limits: ArchiveLimits) -> None:
+        self.limits = limits
+        self.bytes = limits.max_bytes
+        self.members = limits.max_members
+
+    def spend(self, archive: zipfile.ZipFile, where: str) -> None:
+        """Charge the archive's declared sizes or refuse it (:class:`ArchiveBomb`)."""
+        infos = archive.infolist()
+        expanded = sum(i.file_size for i in infos)
+        packed = max(sum(i.compress_size for i in infos), 1)
+        self.members -= len(infos)
+        self.bytes -= expanded
+        limits = self.limits
+        if self.members < 0:
+            cause = f"it holds more than {limits.max_members} archive members"
+        elif self.bytes < 0:
+            cause = f"it expands to more than {_size(limits.max_bytes)}"
+        elif expanded > limits.ratio_floor_bytes and expanded > limits.max_ratio * packed:
+            cause = (
+                f"it expands {expanded // packed}x ({_size(packed)} to {_size(expanded)}), and model weights "
+                f"never compress more than {limits.max_ratio}x"
+            )
+        else:
+            return
+        raise ArchiveBomb(f"{where} is refused before extraction: {cause} (a zip bomb?)")
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024**2:.4g} MiB"
+
+
+def _members(archive: zipfile.ZipFile, depth: int, budget: _Budget, where: str) -> Iterator[tuple[str, bytes]]:
+    budget.spend(archive, where)
     for info in archive.infolist():
         if info.is_dir():
             continue
@@ -201,17 +265,20 @@ def _members(archive: zipfile.ZipFile, depth: int) -> Iterator[tuple[str, bytes]
         yield info.filename, data
         if depth < _MAX_NESTING and data[:2] == b"PK":
             try:
-                with zipfile.ZipFile(io.BytesIO(data)) as inner:
-                    yield from ((f"{info.filename}!{n}", d) for n, d in _members(inner, depth + 1))
+                inner = zipfile.ZipFile(io.BytesIO(data))
             except zipfile.BadZipFile:
                 continue
+            with inner:
+                nested = _members(inner, depth + 1, budget, f"{where} (member {info.filename!r})")
+                yield from ((f"{info.filename}!{n}", d) for n, d in nested)
 
 
-def check_archive(path: Path) -> None:
-    """Every pickle in the zip archive ``path`` (and archives inside it) references only allowed globals."""
+def check_archive(path: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
+    """``path`` stays within the archive bounds, and every pickle in it (and in archives inside it)
+    references only allowed globals."""
     try:
         with zipfile.ZipFile(path) as archive:
-            for member, data in _members(archive, 0):
+            for member, data in _members(archive, 0, _Budget(limits), str(path)):
                 refused = pickled_globals_refused(data)
                 if refused is not None:
                     module, name = refused
@@ -257,10 +324,55 @@ def _keras_config(path: Path, hdf5: bool) -> Any:
         raise BadInput(f"{path}: the Keras model config is not valid JSON (corrupt file?)") from None
 
 
-def check_keras(path: Path, hdf5: bool) -> None:
-    """No Lambda layers (they store Python code) and, for .keras zips, no pickles."""
-    if not hdf5:
-        check_archive(path)
+def check_hdf5(source: Path | io.BytesIO, where: str, stored: int, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
+    """The datasets of an HDF5 file (a legacy .h5 model, a .keras zip's weights) stay within the bounds.
+
+    Their declared sizes are what a loader allocates; a chunked, compressed or never-written
+    dataset can declare gigabytes in a file of kilobytes (an HDF5 bomb).
+    """
+    import h5py
+
+    declared = 0
+
+    def add(_: str, item: Any) -> None:
+        nonlocal declared
+        if isinstance(item, h5py.Dataset):
+            declared += int(item.size or 0) * item.dtype.itemsize
+
+    try:
+        with h5py.File(source, "r") as handle:
+            handle.visititems(add)
+    except OSError as exc:
+        raise BadInput(f"{where}: cannot read the HDF5 file ({exc}); is the file complete?") from None
+    if declared > limits.max_bytes:
+        cause = f"its datasets declare {_size(declared)}, more than {_size(limits.max_bytes)}"
+    elif declared > limits.ratio_floor_bytes and declared > limits.max_ratio * max(stored, 1):
+        cause = (
+            f"its datasets declare {_size(declared)} in {_size(stored)} ({declared // max(stored, 1)}x), and "
+            f"model weights never compress more than {limits.max_ratio}x"
+        )
+    else:
+        return
+    raise ArchiveBomb(f"{where} is refused before loading: {cause} (an HDF5 bomb?)")
+
+
+def _check_keras_weights(path: Path, limits: ArchiveLimits) -> None:
+    """The HDF5 weight files inside a .keras zip (the zip itself was bounded already). A member that is not
+    HDF5 cannot be an HDF5 bomb: Keras refuses it when loading, with its own reason."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            data = archive.read(info) if info.filename.endswith(".h5") else b""
+            if data.startswith(_HDF5_SIGNATURE):
+                check_hdf5(io.BytesIO(data), f"{path} (member {info.filename!r})", len(data), limits)
+
+
+def check_keras(path: Path, hdf5: bool, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
+    """Bounded size, no Lambda layers (they store Python code) and, for .keras zips, no pickles."""
+    if hdf5:
+        check_hdf5(path, str(path), path.stat().st_size, limits)
+    else:
+        check_archive(path, limits)
+        _check_keras_weights(path, limits)
     layers = sorted(set(_keras_code_layers(_keras_config(path, hdf5))))
     if layers:
         raise UnsafeModel(

@@ -272,10 +272,28 @@ def inspect(
 RECURRENT_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
-def recurrent_ops(model: Any, kind: str) -> list[str]:
-    """The recurrent ops (LSTM, GRU, RNN) in a PyTorch model's graph; [] for Keras (TF converts its own)."""
-    if kind == "keras":
+#: Keras recurrent layer classes (lower-cased), nested models and wrappers (Bidirectional) included.
+KERAS_RECURRENT_LAYERS = ("lstm", "gru", "simplernn", "rnn", "convlstm1d", "convlstm2d", "convlstm3d")
+
+
+def _keras_layers(layer: Any, seen: set[int] | None = None) -> list[Any]:
+    """Every layer inside a Keras model or layer: nested models, and wrapped layers (Bidirectional)."""
+    seen = set() if seen is None else seen
+    if id(layer) in seen:
         return []
+    seen.add(id(layer))
+    found = [layer]
+    for child in [*getattr(layer, "layers", []), *(getattr(layer, n, None) for n in ("forward_layer", "layer"))]:
+        if child is not None:
+            found.extend(_keras_layers(child, seen))
+    return found
+
+
+def recurrent_ops(model: Any, kind: str) -> list[str]:
+    """The recurrent layers (LSTM, GRU, RNN) in a Keras model or ops in a PyTorch model's graph."""
+    if kind == "keras":
+        names = {type(layer).__name__.lower() for layer in _keras_layers(model)}
+        return [name for name in KERAS_RECURRENT_LAYERS if name in names]
     text = str(model.graph) if kind == "torch_export" else str(model.inlined_graph)
     return [op for op in RECURRENT_OPS if f"aten.{op}" in text or f"aten::{op}" in text]
 

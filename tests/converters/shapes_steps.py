@@ -112,3 +112,94 @@ def torch_models(folder: str) -> dict[str, Any]:
     export_module(Recurrent(nn.LSTM).eval(), [TensorSpec("sequence", "FP32", (-1, 7, 3))], out / "lstm.pt2")
     export_module(Recurrent(nn.GRU).eval(), [TensorSpec("sequence", "FP32", (-1, 7, 3))], out / "gru.pt2")
     return {}
+
+
+def source_outputs(path: str, kind: str, inputs: str, output: str) -> dict[str, Any]:
+    """The source model's own answers on ``inputs`` (.npz keyed by input name), loaded as its author would.
+
+    Saved to ``output`` as ``0``, ``1``, ... in the model's output order; returns the keys of a dict output.
+    These test files are our own: loaded directly, not through the converters.
+    """
+    arrays = dict(np.load(inputs))
+    if kind == "keras":
+        import keras
+
+        model = keras.saving.load_model(path, compile=False)
+        ordered = [arrays[t.name.split(":")[0]] for t in model.inputs]
+        result: Any = model(ordered if len(ordered) > 1 else ordered[0], training=False)
+        values = [np.asarray(v) for v in (result if isinstance(result, list | tuple) else [result])]
+        keys: list[str] = []
+    else:
+        import torch
+
+        program = torch.export.load(path)
+        names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        with torch.no_grad():
+            result = program.module()(*(torch.from_numpy(arrays[n]) for n in names))
+        keys = [str(k) for k in result] if isinstance(result, dict) else []
+        items = list(result.values()) if isinstance(result, dict) else result
+        values = [t.numpy() for t in (items if isinstance(items, list | tuple) else [items])]
+    named: dict[str, Any] = {str(i): v for i, v in enumerate(values)}
+    np.savez(output, **named)
+    return {"keys": keys}
+
+
+def keras_recurrent(path: str, samples: str, cell: str) -> dict[str, Any]:
+    """Keras sequence model: ``sequence`` [-1, 7, 3] -> LSTM or GRU(5) -> Dense(2) ``scores``."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+    sequence = keras.Input((7, 3), name="sequence")
+    scores = keras.layers.Dense(2, name="scores")(layer(5)(sequence))
+    keras.Model(sequence, scores).save(path)
+    np.save(samples, np.random.default_rng(0).random((24, 7, 3), dtype=np.float32))
+    return {}
+
+
+def torch_resnet(path: str, samples: str) -> dict[str, Any]:
+    """A ResNet-like CNN (BasicBlocks 32-64-128-256, BatchNorm, 2.8M parameters) on [-1, 3, 16, 16] images."""
+    import torch
+    from torch import nn
+
+    from converters.torch2exportedprogram import export_module
+    from gateway.core.types import TensorSpec
+
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+            self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+            self.skip: nn.Module = nn.Identity()
+            if stride != 1 or cin != cout:
+                self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
+
+    class ResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+            widths = [(32, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1),
+                      (128, 256, 2), (256, 256, 1)]  # fmt: skip
+            self.blocks = nn.Sequential(*(Block(*w) for w in widths))
+            self.head = nn.Linear(256, 10)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            features = self.blocks(self.stem(image)).mean(dim=(2, 3))
+            return torch.softmax(self.head(features), dim=1)
+
+    model = ResNet()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
+                module.running_mean.uniform_(-0.1, 0.1)
+                assert module.running_var is not None
+                module.running_var.uniform_(0.5, 1.5)
+    export_module(model.eval(), [TensorSpec("image", "FP32", (-1, 3, 16, 16))], Path(path))
+    np.save(samples, np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    return {"parameters": sum(p.numel() for p in model.parameters())}

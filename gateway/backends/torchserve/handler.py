@@ -48,9 +48,11 @@ class TensorHandler(BaseHandler):  # type: ignore[misc]
 
 
 def _as_tensors(result: Any) -> list[torch.Tensor]:
-    """A model returns one tensor, or a tuple/list of them (outputs in declared order)."""
+    """A model returns one tensor, a tuple/list of them, or a dict of them (outputs in declared order;
+    a dict's values in its own order, as ``modelgate convert`` names a dict model's outputs after its keys)."""
     if isinstance(result, torch.Tensor):
         return [result]
-    if isinstance(result, tuple | list) and all(isinstance(t, torch.Tensor) for t in result):
-        return list(result)
-    raise TypeError(f"model returned {type(result).__name__}; expected a tensor or a tuple of tensors")
+    values = list(result.values()) if isinstance(result, dict) else result
+    if isinstance(values, tuple | list) and all(isinstance(t, torch.Tensor) for t in values):
+        return list(values)
+    raise TypeError(f"model returned {type(result).__name__}; expected a tensor, or a tuple or dict of tensors")
