@@ -8,9 +8,11 @@ The real OpenTelemetry SDK records into its in-memory exporter; each test sends 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,15 @@ class Traced:
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
+
+    async def request_spans(self) -> list[ReadableSpan]:
+        """The finished spans once the request span has ended. It ends just after the answer is sent (an
+        error status on gRPC, the response on REST), so a client can see the answer a moment before."""
+        deadline = time.monotonic() + 60
+        while not any(s.parent is None or s.parent.is_remote for s in self.spans()):
+            assert time.monotonic() < deadline, "the request span never ended"
+            await asyncio.sleep(0.01)  # polling interval, bounded by the deadline above
+        return self.spans()
 
 
 @pytest.fixture
@@ -133,7 +144,7 @@ async def test_v2_rest_request_span_tree(traced: Traced, http: httpx.AsyncClient
                                        "data": PIXELS.ravel().tolist()}]}  # fmt: skip
     r = await http.post(f"/v2/models/{model}/infer", json=doc)
     assert r.status_code == 200
-    root = check_tree(traced.spans(), "rest", model, "200")
+    root = check_tree(await traced.request_spans(), "rest", model, "200")
     assert root.attributes is not None and root.attributes[tracing.REQUEST_ID] == "body-7"
 
 
@@ -142,7 +153,7 @@ async def test_tfserving_rest_request_span_tree(traced: Traced, http: httpx.Asyn
     r = await http.post(f"/v1/models/{model}:predict", json={"instances": PIXELS.tolist()},
                         headers={"x-request-id": "tfs-rest-1"})  # fmt: skip
     assert r.status_code == 200
-    root = check_tree(traced.spans(), "tfs_rest", model, "200")
+    root = check_tree(await traced.request_spans(), "tfs_rest", model, "200")
     assert root.attributes is not None and root.attributes[tracing.REQUEST_ID] == "tfs-rest-1"
 
 
@@ -151,7 +162,7 @@ async def test_v2_grpc_request_span_tree(traced: Traced, channel: grpc.aio.Chann
     request = pb.ModelInferRequest(model_name=model, id="grpc-body-1", raw_input_contents=[PIXELS.tobytes()])
     request.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
     await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
-    root = check_tree(traced.spans(), "grpc", model, "OK")
+    root = check_tree(await traced.request_spans(), "grpc", model, "OK")
     assert root.attributes is not None and root.attributes[tracing.REQUEST_ID] == "grpc-body-1"
 
 
@@ -163,7 +174,7 @@ async def test_tfserving_grpc_request_span_tree(traced: Traced, channel: grpc.ai
     request.inputs["pixels"].CopyFrom(tensor_to_proto(Tensor("pixels", "FP32", PIXELS)))
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     await stub.Predict(request, metadata=[("x-request-id", "tfs-grpc-1")])
-    root = check_tree(traced.spans(), "tfs_grpc", model, "OK")
+    root = check_tree(await traced.request_spans(), "tfs_grpc", model, "OK")
     assert root.attributes is not None and root.attributes[tracing.REQUEST_ID] == "tfs-grpc-1"
 
 
@@ -172,7 +183,7 @@ async def test_a_caller_traceparent_is_continued(traced: Traced, http: httpx.Asy
     r = await http.post(f"/v1/models/{PLAIN}:predict", json={"instances": PIXELS.tolist()},
                         headers={"traceparent": traceparent})  # fmt: skip
     assert r.status_code == 200
-    root, _ = tree(traced.spans())
+    root, _ = tree(await traced.request_spans())
     assert root.context is not None and f"{root.context.trace_id:032x}" == TRACE_ID
     assert root.parent is not None and f"{root.parent.span_id:016x}" == "00f067aa0ba902b7"
 
@@ -182,7 +193,7 @@ async def test_a_refused_request_has_only_its_request_span(
 ) -> None:
     r = await http.post("/v2/models/nope/infer", json={"inputs": []})
     assert r.status_code == 404
-    (span,) = traced.spans()
+    (span,) = await traced.request_spans()
     assert span.attributes is not None and span.attributes[tracing.STATUS] == "404"
     assert span.status.is_ok  # the client's mistake is not a failed span
     traced.exporter.clear()
@@ -190,7 +201,7 @@ async def test_a_refused_request_has_only_its_request_span(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    root, children = tree(traced.spans())
+    root, children = tree(await traced.request_spans())
     assert root.attributes is not None and root.attributes[tracing.STATUS] == "INVALID_ARGUMENT"
     assert [c.name for c in children] == ["decode"]
 
