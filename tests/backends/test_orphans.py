@@ -16,6 +16,7 @@ import pytest
 
 from tests.backends.keras_models import shared_artifacts, write_version
 from tests.e2e.server_process import ServerProcess
+from tests.processes import alive, cmdline, descendants
 
 pytestmark = [pytest.mark.frameworks, pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,43 +46,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_version(root, "tf", 1, "tensorflow", shared_artifacts(tmp_path_factory.getbasetemp()).savedmodel)
     (root / "tf" / "config.yaml").write_text("max_queue_size: 100\n")
     return root
-
-
-def _parents() -> dict[int, int]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            found[int(entry.name)] = int(stat.rsplit(")", 1)[-1].split()[1])
-    return found
-
-
-def descendants(pid: int) -> set[int]:
-    parents = _parents()
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def models_ready(server: ServerProcess) -> bool:

@@ -38,6 +38,7 @@ from gateway.core.types import InferRequest, Signature, Tensor, TensorSpec
 from gateway.metrics import Metrics
 from tests.backends.keras_models import KerasArtifacts, digit_images, shared_artifacts, write_version
 from tests.harness import infer_named
+from tests.processes import alive
 
 pytestmark = pytest.mark.anyio
 
@@ -216,17 +217,10 @@ async def test_a_worker_over_its_memory_bound_is_replaced_without_failing_reques
         stop.set()
         await asyncio.gather(*clients)  # re-raises the first failed request, if any
         assert backend.worker_pid not in (None, first_pid) and backend.restarts == 0
-        assert first_pid is not None and not _alive(first_pid)
+        assert first_pid is not None and not alive(first_pid)
         assert all(np.array_equal(a, expected) for a in answers)
     finally:
         await recycling.unload_all()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # -- the whole gateway (uvloop, HTTP, health loop) with a killed worker ----------------------

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 from tests.e2e.server_process import ServerProcess
+from tests.processes import alive, cmdline, parents
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,38 +29,11 @@ _CHILD = "gateway.multiprocess.child"
 _DOC = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
 
 
-def _parents() -> dict[int, int]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            found[int(entry.name)] = int(stat.rsplit(")", 1)[-1].split()[1])
-    return found
-
-
-def _running(pid: int) -> bool:
-    """Running (a zombie waiting for its reaper counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def workers(server: ServerProcess) -> set[int]:
     """The running serving processes of the supervisor ``server``."""
     assert server.proc is not None
     supervisor = server.proc.pid
-    return {pid for pid, parent in _parents().items() if parent == supervisor and _CHILD in _cmdline(pid)}
+    return {pid for pid, parent in parents().items() if parent == supervisor and _CHILD in cmdline(pid)}
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -136,7 +110,7 @@ def test_one_scrape_counts_every_request_and_a_killed_worker_is_replaced(server:
     before = workers(server)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: not _running(victim), "the killed worker to end")
+    wait_for(lambda: not alive(victim), "the killed worker to end")
     send_rest(server, connections=10, per_connection=1)  # new connections go to the worker left
     wait_for(lambda: len(workers(server)) == 2 and victim not in workers(server), "a replacement worker")
     wait_for(lambda: ready(server), "the gateway to be ready again")
@@ -162,7 +136,7 @@ def test_a_dead_worker_makes_the_gateway_not_ready_until_it_is_replaced(server: 
     try:
         victim = min(workers(server))
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: not _running(victim), "the killed worker to end")
+        wait_for(lambda: not alive(victim), "the killed worker to end")
         r = httpx.get(f"{server.url}/v2/health/ready", timeout=30)  # answered by the worker left
         assert (r.status_code, r.json()) == (503, {"ready": False})
         assert not grpc_server_ready(server)
@@ -203,7 +177,7 @@ def _sigkill_then_sigterm(repo: Path, tmp: Path) -> None:
         assert first.proc is not None
         os.kill(first.proc.pid, signal.SIGKILL)
         first.proc.wait(60)
-        wait_for(lambda: not any(_running(pid) for pid in children), "the workers to end with their supervisor")
+        wait_for(lambda: not any(alive(pid) for pid in children), "the workers to end with their supervisor")
     finally:
         first.close()
     assert run_dir.exists()  # nobody was left to remove it
@@ -214,7 +188,7 @@ def _sigkill_then_sigterm(repo: Path, tmp: Path) -> None:
         assert not run_dir.exists()  # the next gateway removed the dead one's run directory
         children = workers(second)
         assert second.terminate() == 0
-    assert not any(_running(pid) for pid in children)
+    assert not any(alive(pid) for pid in children)
     assert not list(tmp.glob("modelgate-workers-*"))
 
 
