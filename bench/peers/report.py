@@ -31,8 +31,12 @@ class Row:
         return self.rps is not None
 
 
-def gateway_row(rows: list[Row], protocol: str, point: str) -> Row | None:
-    return next((r for r in rows if r.target == "gateway" and r.protocol == protocol and r.point == point
+#: The gateway's own rows: one serving process (the default), and ``--workers 2`` (all of this machine's cores).
+GATEWAYS = ("gateway", "gateway-w2")
+
+
+def gateway_row(rows: list[Row], protocol: str, point: str, target: str = "gateway") -> Row | None:
+    return next((r for r in rows if r.target == target and r.protocol == protocol and r.point == point
                  and r.measured), None)  # fmt: skip
 
 
@@ -52,21 +56,28 @@ def best_peer(rows: list[Row], peers: set[str], protocol: str, point: str) -> Ro
 
 
 def verdicts(rows: list[Row], peers: set[str], protocol: str) -> list[str]:
+    """One line per verdict point for the gateway, and for ``gateway-w2`` when it ran."""
     lines = []
-    for point in VERDICT_POINTS:
-        gateway, best = gateway_row(rows, protocol, point), best_peer(rows, peers, protocol, point)
-        if gateway is None or best is None:
-            lines.append(f"{protocol} {point}: no verdict (gateway or every peer missing)")
+    for target in GATEWAYS:
+        if target != "gateway" and not any(r.target == target and r.protocol == protocol for r in rows):
             continue
-        assert gateway.rps and best.rps and gateway.p99_ms is not None and best.p99_ms is not None
-        factor = gateway.rps / best.rps
-        ok = factor >= TARGET_FACTOR and gateway.p99_ms < best.p99_ms
-        lines.append(
-            f"{protocol} {point}: gateway {gateway.rps:,.0f} req/s = {factor:.2f}x the best peer ({best.target}, "
-            f"{best.rps:,.0f} req/s); p99 {gateway.p99_ms:.2f} vs {best.p99_ms:.2f} ms -> "
-            f"{'meets' if ok else 'MISSES'} the target (>= {TARGET_FACTOR:g}x and a lower p99)"
-        )
+        for point in VERDICT_POINTS:
+            lines.append(_verdict(rows, peers, protocol, point, target))
     return lines
+
+
+def _verdict(rows: list[Row], peers: set[str], protocol: str, point: str, target: str) -> str:
+    gateway, best = gateway_row(rows, protocol, point, target), best_peer(rows, peers, protocol, point)
+    if gateway is None or best is None:
+        return f"{protocol} {point}: no verdict ({target} or every peer missing)"
+    assert gateway.rps and best.rps and gateway.p99_ms is not None and best.p99_ms is not None
+    factor = gateway.rps / best.rps
+    ok = factor >= TARGET_FACTOR and gateway.p99_ms < best.p99_ms
+    return (
+        f"{protocol} {point}: {target} {gateway.rps:,.0f} req/s = {factor:.2f}x the best peer ({best.target}, "
+        f"{best.rps:,.0f} req/s); p99 {gateway.p99_ms:.2f} vs {best.p99_ms:.2f} ms -> "
+        f"{'meets' if ok else 'MISSES'} the target (>= {TARGET_FACTOR:g}x and a lower p99)"
+    )
 
 
 def _num(value: float | None, digits: int = 2) -> str:

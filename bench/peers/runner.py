@@ -36,6 +36,7 @@ from bench.v2_overhead import grpc_frame, v2_bodies
 
 PREPARERS: dict[str, Callable[[Context], Target]] = {
     "gateway": gateway.prepare,
+    "gateway-w2": gateway.prepare_workers,
     "floor-asgi": floors.prepare_rest,
     "floor-grpc": floors.prepare_grpc,
     "mlserver": mlserver.prepare,

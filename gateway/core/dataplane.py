@@ -31,6 +31,8 @@ from gateway.core.types import InferRequest, InferResponse, Signature, Tensor, T
 from gateway.core.validation import select_outputs, validate_inputs
 
 SERVER_NAME = "modelgate"
+#: Input rules kept at most (one per loaded version; cleared when full).
+_RULES_CACHED = 256
 #: V2 extensions this server implements (reported by GET /v2 and ServerMetadata).
 EXTENSIONS = ("binary_tensor_data", "model_repository")
 
@@ -96,6 +98,8 @@ class DataPlane:
         self.draining = False
         #: What each version did with live traffic and shadow copies (rollout decisions read it).
         self.evidence = evidence if evidence is not None else EvidenceBook()
+        #: Input rules by loaded signature (checked by identity: an id is only reused after its object is gone).
+        self._rules: dict[int, tuple[Signature, InputRules]] = {}
         self.shadow = ShadowMirror(self.evidence, lambda served, request: self._run(served, request, observe=False))
 
     # -- health -------------------------------------------------------------------------
@@ -141,7 +145,14 @@ class DataPlane:
         """What the target accepts, for decoders to check declared shapes before allocating."""
         signature = self.signature(target)
         max_batch = target.config.max_batch_size if target.config is not None else 0
-        return InputRules.for_inputs(signature.inputs, max_batch, self.limits)
+        cached = self._rules.get(id(signature))
+        if cached is not None and cached[0] is signature and cached[1].max_batch_size == max_batch:
+            return cached[1]
+        rules = InputRules.for_inputs(signature.inputs, max_batch, self.limits)
+        if len(self._rules) >= _RULES_CACHED:
+            self._rules.clear()
+        self._rules[id(signature)] = (signature, rules)
+        return rules
 
     # -- status and metadata ------------------------------------------------------------
 

@@ -104,6 +104,20 @@ def test_verdict_needs_four_times_the_throughput_and_a_lower_p99() -> None:
     assert verdicts(_rows(), {"mlserver"}, "V2 gRPC")[0].endswith("no verdict (gateway or every peer missing)")
 
 
+def test_a_gateway_with_two_workers_gets_its_own_verdicts() -> None:
+    rows = [
+        *_rows(),
+        *(
+            Row("gateway-w2", "V2 JSON", r.point, (r.rps or 0) * 2, r.p50_ms, r.p95_ms, r.p99_ms)
+            for r in _rows()
+            if r.target == "gateway" and r.protocol == "V2 JSON"
+        ),
+    ]
+    lines = verdicts(rows, {"mlserver", "kserve", "bentoml"}, "V2 JSON")
+    assert len(lines) == 4 and lines[2].startswith("V2 JSON c=8: gateway-w2") and "8.00x" in lines[2]
+    assert len(verdicts(rows, {"mlserver"}, "V2 gRPC")) == 2  # no gateway-w2 rows on gRPC: no lines for it
+
+
 def test_tables_show_figures_ratios_and_reasons() -> None:
     rows = _rows()
     text = console_table(rows)
