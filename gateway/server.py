@@ -245,6 +245,7 @@ class Gateway:
             timeout_graceful_shutdown=int(s.shutdown_grace_seconds),
             timeout_keep_alive=s.http_keep_alive_seconds,  # type: ignore[arg-type]
             server_header=False,
+            proxy_headers=False,  # nothing reads the client address; do not trust X-Forwarded-For from anyone
             ssl_context_factory=None if ssl_context is None else (lambda _config, _default: ssl_context),
         )
 
