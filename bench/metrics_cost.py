@@ -8,6 +8,9 @@ in-flight gauge up and down, ``backend_call``, ``batch`` for one request) with `
 - ``workers``: ``Metrics(multiprocess=True)`` with ``PROMETHEUS_MULTIPROC_DIR`` set (a temporary
   directory), as each serving process of ``modelgate serve --workers N`` builds it.
 
+With workers it also times one ``Metrics.flush()`` (what the gateway runs every 0.5 s, and before a
+scrape) after 100 requests' updates: its cost is per flush, not per request.
+
 Run: ``python -m bench.metrics_cost [--repeat 5] [--number 20000]``. Prints µs of CPU per call.
 Only the public ``Metrics`` API is used, so it also runs on a checkout from before the lean series.
 """
@@ -55,7 +58,27 @@ def measure(mode: str, number: int, repeat: int) -> dict[str, float]:
     }
     found = {name: _best(fn, number, repeat) for name, fn in calls.items()}
     found["total"] = sum(found.values())
+    flush = getattr(metrics, "flush", None)  # absent before the lean series: every update was a write
+    if mode == "workers" and flush is not None:
+        found[f"flush ({FLUSHED} requests)"] = _flush_cost(flush, list(calls.values()), repeat * 4)
     return found
+
+
+#: Requests' updates between two flushes in the flush figure (0.5 s at 200 req/s per worker).
+FLUSHED = 100
+
+
+def _flush_cost(flush: Callable[[], object], calls: list[Callable[[], object]], repeat: int) -> float:
+    """µs of one flush after ``FLUSHED`` requests' updates (every series changed), best of ``repeat``."""
+    best = float("inf")
+    for _ in range(repeat):
+        for _ in range(FLUSHED):
+            for call in calls:
+                call()
+        started = time.thread_time()
+        flush()
+        best = min(best, (time.thread_time() - started) * 1e6)
+    return best
 
 
 def _run_mode(mode: str, number: int, repeat: int) -> str:

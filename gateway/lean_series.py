@@ -117,7 +117,10 @@ class HistogramChild:
         self._shared: list[Any] | None = None
 
     def observe(self, amount: float) -> None:
-        """Count ``amount`` in the first bucket whose upper bound is >= it (Prometheus ``le``: inclusive)."""
+        """Count ``amount`` in the first bucket whose upper bound is >= it (Prometheus ``le``: inclusive).
+
+        (A NaN, which no caller records, would land in the first bucket; prometheus_client counts it in none.)
+        """
         self.counts[bisect_left(self.bounds, amount)] += 1.0
         self.sum += amount
 
