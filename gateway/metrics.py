@@ -4,6 +4,11 @@ Naming follows Prometheus practice: a ``modelgate_`` prefix, base units (seconds
 ``_total`` on counters. Label values are bounded: a model label is only ever a model the
 repository knows (anything else is ``_unknown``), so a flood of made-up model names
 creates no new series.
+
+The series every request updates (requests, request and backend duration, in flight, batch size,
+queue time) are lock-free ones (:mod:`gateway.lean_series`), updated from the event loop's thread
+only; the rest are prometheus_client's. With ``--workers``, the request-path series reach the shared
+files when :meth:`Metrics.flush` runs (every :data:`FLUSH_SECONDS`, before each scrape, at shutdown).
 """
 
 from __future__ import annotations
@@ -14,11 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from gateway import __version__
+from gateway.lean_series import CounterChild, GaugeChild, HistogramChild, LeanCounter, LeanGauge, LeanHistogram
 
 UNKNOWN: Final = "_unknown"
+#: ``--workers``: how often each worker adds its request-path series to the shared files. A scrape
+#: shows the worker that answers it as of now and every other worker as of its last flush (at most
+#: this much older, plus however late its event loop is); a worker killed with SIGKILL loses the
+#: updates of at most this long (a SIGTERM flushes them).
+FLUSH_SECONDS: Final = 0.5
 #: Latency buckets from 0.25 ms to 30 s: the demo models answer in well under a millisecond.
 LATENCY_BUCKETS: Final = (
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -58,36 +71,33 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._known: set[str] = set()
         self._versions: dict[str, set[str]] | None = None
-        self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
-        self._backend_children: dict[tuple[str, int, str], Any] = {}
-        self._inflight_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, ...], tuple[CounterChild, HistogramChild]] = {}
+        self._backend_children: dict[tuple[str, int, str], HistogramChild] = {}
+        self._batch_children: dict[tuple[str, int], tuple[HistogramChild, HistogramChild]] = {}
         r = self.registry
-        self.request_duration = Histogram(
+        # The request path's series (lock-free; see gateway.lean_series), in their usual registry order.
+        self.request_duration = LeanHistogram(
             "modelgate_request_duration_seconds",
             "Time from receiving a request to having its response ready, by outcome.",
             ["model", "version", "protocol", "outcome"],
+            r,
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.requests = Counter(
+        self.requests = LeanCounter(
             "modelgate_requests",
             "Requests answered, by protocol status (HTTP code for REST, gRPC code name for gRPC).",
             ["model", "version", "protocol", "status"],
-            registry=r,
+            r,
         )
-        self.inflight = Gauge(
-            "modelgate_inflight_requests",
-            "Requests being handled now.",
-            ["protocol"],
-            registry=r,
-            multiprocess_mode="livesum",
+        self.inflight = LeanGauge(
+            "modelgate_inflight_requests", "Requests being handled now.", ["protocol"], r, multiprocess_mode="livesum"
         )
-        self.backend_duration = Histogram(
+        self.backend_duration = LeanHistogram(
             "modelgate_backend_inference_duration_seconds",
             "Time spent inside the backend call (excludes decoding and encoding).",
             ["model", "version", "backend"],
+            r,
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         self.model_state = Gauge(
             "modelgate_model_state", "1 for the current state of each model version.", ["model", "version", "state"],
@@ -116,20 +126,22 @@ class Metrics:
             "modelgate_backend_up", "1 while a model version's backend is loaded and passes its health checks.",
             ["model", "version", "backend"], registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
-        self.batch_size = Histogram(
+        self.batch_size = LeanHistogram(
             "modelgate_batch_size",
             "Rows in each backend call made by the dynamic batcher.",
             ["model", "version"],
+            r,
             buckets=BATCH_BUCKETS,
-            registry=r,
         )
-        self.queue_time = Histogram(
+        self.queue_time = LeanHistogram(
             "modelgate_queue_time_seconds",
             "Time a request waited in the dynamic batcher's queue before its batch was dispatched.",
             ["model", "version"],
+            r,
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
+        self._lean = (self.request_duration, self.requests, self.inflight, self.backend_duration, self.batch_size,
+                      self.queue_time)  # fmt: skip
         self._add_deployment_series()
         build = Gauge(
             "modelgate_build_info", "Build information.", ["version", "python"], registry=r, multiprocess_mode="livemax"
@@ -216,6 +228,15 @@ class Metrics:
         for child, depth in list(self._functions.values()):
             child.set(depth())
 
+    def flush(self) -> None:
+        """Multiprocess mode: store function-computed gauges, and add the request-path series' changes
+        since the last flush to this process's shared values (from the event loop's thread only)."""
+        if not self.multiprocess:
+            return
+        self.refresh()
+        for family in self._lean:
+            family.flush()
+
     def backend_call(self, model: str, version: int, backend: str, seconds: float) -> None:
         key = (model, version, backend)
         child = self._backend_children.get(key)
@@ -227,20 +248,23 @@ class Metrics:
         self.rejections.labels(model, reason).inc()
 
     def batch(self, model: str, version: int, rows: int, queue_seconds: Sequence[float]) -> None:
-        label = str(version)
-        self.batch_size.labels(model, label).observe(rows)
-        waited = self.queue_time.labels(model, label)
+        key = (model, version)
+        children = self._batch_children.get(key)
+        if children is None:
+            label = str(version)
+            children = self._batch_children[key] = (
+                self.batch_size.labels(model, label), self.queue_time.labels(model, label)
+            )  # fmt: skip
+        children[0].observe(rows)
+        waited = children[1]
         for seconds in queue_seconds:
             waited.observe(seconds)
 
     # -- requests (recorded by the protocols) --------------------------------------------
 
-    def inflight_for(self, protocol: str) -> Any:
-        """The in-flight gauge of one protocol (cached: ``labels()`` takes a lock on every call)."""
-        child = self._inflight_children.get(protocol)
-        if child is None:
-            child = self._inflight_children[protocol] = self.inflight.labels(protocol)
-        return child
+    def inflight_for(self, protocol: str) -> GaugeChild:
+        """The in-flight gauge of one protocol (``inc()`` when a request starts, ``dec()`` when it ends)."""
+        return self.inflight.labels(protocol)
 
     def model_label(self, name: str) -> str:
         return name if name in self._known else UNKNOWN
@@ -265,13 +289,29 @@ class Metrics:
         children[1].observe(seconds)
 
 
+class _FlushFirst(Collector):
+    """Flushes this worker's request-path series when a scrape starts (it adds no series itself)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.flush()
+        return []
+
+
 def exposition_registry(metrics: Metrics, multiprocess_dir: Path | None) -> CollectorRegistry:
     """What the metrics port serves: this process's registry, or every worker's values summed
-    (prometheus_client's multiprocess collector over ``multiprocess_dir``)."""
+    (prometheus_client's multiprocess collector over ``multiprocess_dir``; the worker answering the
+    scrape flushes its own values first, the others' are at most :data:`FLUSH_SECONDS` old)."""
     if multiprocess_dir is None:
         return metrics.registry
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
+    registry.register(_FlushFirst(metrics))
     MultiProcessCollector(registry, str(multiprocess_dir))  # type: ignore[no-untyped-call]
     return registry

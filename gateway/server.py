@@ -31,7 +31,7 @@ from gateway.core.lifecycle import Lifecycle
 from gateway.core.models import ModelManager
 from gateway.core.repository import ModelRepository
 from gateway.core.rollout.controller import RolloutController, replica_name
-from gateway.metrics import Metrics, exposition_registry
+from gateway.metrics import FLUSH_SECONDS, Metrics, exposition_registry
 from gateway.multiprocess import ports
 from gateway.multiprocess.readiness import DRAINING, READY, ReadinessBoard
 from gateway.multiprocess.role import LOCAL_OPS_REFUSED, WorkerRole
@@ -172,6 +172,7 @@ class Gateway:
         await self.rollouts.close()
         await self.dataplane.shadow.drain()
         await self.manager.unload_all()
+        self.metrics.flush()  # workers: the last requests' series reach the shared files
         self.manager.tracer.close()  # tracing: flush buffered spans
         log.info("modelgate %sstopped", self._who())
 
@@ -216,10 +217,11 @@ class Gateway:
             self.board.publish(self.worker.index, state)
 
     async def _refresh_loop(self) -> None:
-        """Multiprocess metrics: store function-computed gauges (queue depth) every second."""
+        """Multiprocess metrics: store function-computed gauges (queue depth) and add the request-path
+        series to the shared files every ``FLUSH_SECONDS`` (the scrape sums what the workers flushed)."""
         while True:
-            self.metrics.refresh()
-            await asyncio.sleep(1.0)
+            self.metrics.flush()
+            await asyncio.sleep(FLUSH_SECONDS)
 
     async def _health_loop(self) -> None:
         """Feed backend health into per-model readiness until shutdown."""

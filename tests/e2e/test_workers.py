@@ -1,5 +1,8 @@
 """``modelgate serve --workers 2`` as real processes: one scrape counts every request, a SIGKILLed
-worker is replaced while the others keep serving, and no worker outlives its supervisor."""
+worker is replaced while the others keep serving, and no worker outlives its supervisor.
+
+A scrape shows the other workers' request counts as of their last flush (``FLUSH_SECONDS``), so the
+tests that read totals poll the scrape until it shows them (bounded by ``_DEADLINE``)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.protos import open_inference_grpc_pb2 as pb
@@ -72,7 +77,10 @@ def send_grpc(server: ServerProcess, channels: int, per_channel: int) -> None:
 
 def totals(server: ServerProcess) -> dict[str, float]:
     """One scrape: requests answered and timed for digits_mlp, by protocol."""
-    text = httpx.get(f"http://127.0.0.1:{server.metrics}/metrics", timeout=30).text
+    return counted(httpx.get(f"http://127.0.0.1:{server.metrics}/metrics", timeout=30).text)
+
+
+def counted(text: str) -> dict[str, float]:
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -105,7 +113,8 @@ def server(repo: Path) -> Iterator[ServerProcess]:
 def test_one_scrape_counts_every_request_and_a_killed_worker_is_replaced(server: ServerProcess) -> None:
     send_rest(server, connections=16, per_connection=10)
     send_grpc(server, channels=8, per_channel=5)
-    assert totals(server) == {"rest": 160, "rest timed": 160, "grpc": 40, "grpc timed": 40}
+    counted = {"rest": 160, "rest timed": 160, "grpc": 40, "grpc timed": 40}
+    wait_for(lambda: totals(server) == counted, f"one scrape to show {counted}")  # the other worker's next flush
 
     before = workers(server)
     victim = min(before)
@@ -118,7 +127,26 @@ def test_one_scrape_counts_every_request_and_a_killed_worker_is_replaced(server:
     server.wait_for_log(f"(pid {victim}) ended (signal 9): starting a replacement")
 
     send_rest(server, connections=16, per_connection=5)
-    assert totals(server) == {"rest": 250, "rest timed": 250, "grpc": 40, "grpc timed": 40}  # the dead one's count
+    counted = {"rest": 250, "rest timed": 250, "grpc": 40, "grpc timed": 40}  # with the dead one's count
+    wait_for(lambda: totals(server) == counted, f"one scrape to show {counted}")
+
+
+def test_each_worker_adds_its_counts_to_the_shared_files_by_itself(repo: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="mg-workers-"))
+    try:
+        with ServerProcess(repo, "--workers", "2", env={"TMPDIR": str(tmp)}) as server:
+            wait_for(lambda: len(workers(server)) == 2, "two workers")
+            (run_dir,) = tmp.glob("modelgate-workers-*")
+            send_rest(server, connections=16, per_connection=3)
+
+            def in_files() -> dict[str, float]:  # what a scrape would sum, read without scraping any worker
+                registry = CollectorRegistry()
+                MultiProcessCollector(registry, str(run_dir / "metrics"))  # type: ignore[no-untyped-call]
+                return counted(generate_latest(registry).decode())
+
+            wait_for(lambda: in_files() == {"rest": 48, "rest timed": 48}, "both workers' periodic flush")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def grpc_server_ready(server: ServerProcess) -> bool:
