@@ -90,6 +90,12 @@ async def _per_request(app: App, concurrency: int, total: int, repeat: int) -> f
     return best
 
 
+def _inflight_up_down(metrics: Any) -> None:
+    gauge = metrics.inflight_for("rest")
+    gauge.inc()
+    gauge.dec()
+
+
 def build_repo(source: Path, config: str, into: Path) -> Path:
     shutil.copytree(source / MODEL, into / MODEL, ignore=shutil.ignore_patterns(".modelgate"))
     if config == "inline":
@@ -119,7 +125,7 @@ async def run(repo: Path, number: int, repeat: int) -> None:
             ("decode V2 JSON", lambda: decode_request(BODY, None, MODEL, None, rules)),
             ("encode V2 JSON", lambda: encode_response(response, request)),
             ("metrics: request", lambda: metrics.observe_request(MODEL, "1", "rest", "200", "success", 0.001)),
-            ("metrics: in flight", lambda: (metrics.inflight_for("rest").inc(), metrics.inflight_for("rest").dec())),
+            ("metrics: in flight", lambda: _inflight_up_down(metrics)),
             ("metrics: batch", lambda: metrics.batch(MODEL, 1, 1, [0.0001])),
         ]
         for name, fn in stages:
