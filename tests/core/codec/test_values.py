@@ -140,3 +140,32 @@ def test_bytes_are_not_numbers() -> None:
     assert array_from_json("s", "BYTES", ["a", "bc"]).tolist() == [b"a", b"bc"]
     with pytest.raises(InvalidInput, match="data\\[0\\] is a number with a fraction; BYTES takes strings"):
         array_from_json("s", "BYTES", [1.5, "a"])
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "message"),
+    [
+        ("FP32", [[1.0, 2.0], [3.0]], "ragged"),
+        ("FP32", [[1.0, 2.0], [3.0, 4.0, 5.0]], "ragged"),
+        ("FP32", [[1.0, 2.0], "ab"], "ragged"),
+        ("FP32", [[1.0, 2.0], [3.0, [4.0]]], "ragged"),
+        ("FP32", [[1.0, 2.0], [3.0, True]], "data\\[3\\] is true; FP32 takes numbers"),
+        ("FP32", [[[0.5], [0.5]], [[0.5], [3.5e38]]], "value 3.5e\\+38 is outside the FP32 range"),
+        ("FP32", [[0.5, float("nan")]], "holds NaN or Infinity"),
+        ("INT32", [[1, 2], [3, 2**31]], "value 2147483648 is outside the INT32 range"),
+        ("INT8", [[1], [2.5]], "data\\[1\\] is a number with a fraction; INT8 takes integers"),
+    ],
+)
+def test_nested_lists_keep_every_rule_and_message(datatype: str, data: list[object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        array_from_json("x", datatype, data)
+
+
+def test_regular_nesting_converts_like_flat_data() -> None:
+    values = np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 8
+    nested = array_from_json("x", "FP32", values.tolist())
+    assert (nested.shape, nested.dtype) == ((2, 3, 4), np.float32)
+    assert nested.tolist() == array_from_json("x", "FP32", values.reshape(-1).tolist()).reshape(2, 3, 4).tolist()
+    assert array_from_json("x", "INT16", [[1, -2], [3, 4]]).tolist() == [[1, -2], [3, 4]]
+    assert array_from_json("x", "FP64", [[], []]).shape == (2, 0)
+    assert array_from_json("x", "BYTES", [["a"], ["b"]]).tolist() == [[b"a"], [b"b"]]
