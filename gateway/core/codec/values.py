@@ -100,20 +100,15 @@ def _regular_leaves(data: list[Any], shape: tuple[int, ...]) -> list[Any] | None
 
 
 def _flat_numbers(data: list[Any], rule: _NumberRule, finite: bool) -> np.ndarray | None:
-    """The common case, or None: every leaf of a JSON type the datatype takes (counted in C, no set),
+    """The common case, or None: every leaf of a JSON type the datatype takes (one set of the types),
     one conversion, and for floats the largest and smallest values within range (NaN fails both).
 
     None sends the data to :func:`_checked_numbers`, which decides and names the element at fault,
     so the fast path never changes what is accepted or the message given.
     """
-    count = len(data)
-    missing = count
-    for leaf in rule.leaves:
-        missing -= countOf(map(type, data), leaf)
-        if not missing:
-            break
-    else:
+    if not set(map(type, data)) <= rule.allowed:
         return None
+    count = len(data)
     try:
         raw = np.fromiter(data, rule.wide, count)
     except (OverflowError, ValueError):  # an integer that does not fit: the checked path names it
@@ -135,7 +130,7 @@ def _checked_numbers(
         types = set(map(type, _leaves(data, depth)))
     except TypeError:  # a value where a list was expected at some depth
         raise InvalidInput(f"input {name!r}: {where} is ragged: every row needs the same length") from None
-    if not types <= _ALLOWED[target.kind]:
+    if not types <= rule.allowed:
         raise _first_bad(name, datatype, data, where)
     try:
         raw = np.asarray(data, dtype=wide)
@@ -160,16 +155,13 @@ _ALLOWED: Final = {"b": frozenset({bool}), "i": frozenset({int}), "u": frozenset
 _FLOAT64: Final = np.dtype(np.float64)
 
 
-_LEAVES: Final = {"b": (bool,), "i": (int,), "u": (int,), "f": (float, int)}
-
-
 class _NumberRule(NamedTuple):
-    """Per numeric datatype: its dtype, the JSON types it takes (most likely first), the dtype values
-    are converted to first (FP64 for floats, so out-of-range values are seen before rounding) and,
-    for floats, the magnitude that overflows."""
+    """Per numeric datatype: its dtype, the JSON types it takes, the dtype values are converted to
+    first (FP64 for floats, so out-of-range values are seen before rounding), the magnitude that
+    overflows (floats only)."""
 
     target: np.dtype[Any]
-    leaves: tuple[type, ...]
+    allowed: frozenset[type]
     wide: np.dtype[Any]
     limit: float | None
 
@@ -177,7 +169,7 @@ class _NumberRule(NamedTuple):
 _NUMBER_RULES: Final = {
     datatype: _NumberRule(
         dtype,
-        _LEAVES[dtype.kind],
+        _ALLOWED[dtype.kind],
         _FLOAT64 if dtype.kind == "f" else dtype,
         _FLOAT_LIMIT[dtype.itemsize] if dtype.kind == "f" else None,
     )

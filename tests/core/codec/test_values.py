@@ -164,7 +164,7 @@ def test_nested_lists_keep_every_rule_and_message(datatype: str, data: list[obje
 def test_regular_nesting_converts_like_flat_data() -> None:
     values = np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 8
     nested = array_from_json("x", "FP32", values.tolist())
-    assert (nested.shape, nested.dtype) == ((2, 3, 4), np.float32)
+    assert (nested.shape, nested.dtype) == ((2, 3, 4), np.dtype(np.float32))
     assert nested.tolist() == array_from_json("x", "FP32", values.reshape(-1).tolist()).reshape(2, 3, 4).tolist()
     assert array_from_json("x", "INT16", [[1, -2], [3, 4]]).tolist() == [[1, -2], [3, 4]]
     assert array_from_json("x", "FP64", [[], []]).shape == (2, 0)
