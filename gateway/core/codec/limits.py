@@ -18,6 +18,8 @@ from gateway.core.errors import InvalidInput
 from gateway.core.types import TensorSpec
 
 MiB: Final = 1024 * 1024
+_SHAPE_TYPES: Final = (list, tuple)
+_INT_ONLY: Final = frozenset({int})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,13 @@ DEFAULT_LIMITS: Final = TensorLimits()
 
 def check_dims(name: str, shape: Any, where: str = "shape") -> tuple[int, ...]:
     """``shape`` as a tuple of non-negative ints, or an error naming the input and the rule."""
-    if not isinstance(shape, list | tuple) or set(map(type, shape)) - {int}:
+    if isinstance(shape, _SHAPE_TYPES):  # the common case in one short loop; any doubt, the checks below
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                break
+        else:
+            return tuple(shape)
+    if not isinstance(shape, _SHAPE_TYPES) or not set(map(type, shape)) <= _INT_ONLY:
         raise InvalidInput(f"input {name!r}: {where} must be a list of integers")
     if shape and min(shape) < 0:
         raise InvalidInput(f"input {name!r}: {where} {list(shape)} has a negative dimension")
@@ -47,17 +55,17 @@ def check_dims(name: str, shape: Any, where: str = "shape") -> tuple[int, ...]:
 def check_shape(name: str, datatype: str, shape: Sequence[int], limits: TensorLimits = DEFAULT_LIMITS) -> int:
     """The element count of a tensor of ``shape`` (dims already non-negative), within ``limits``."""
     count = math.prod(shape)
+    size = count * element_size(datatype)
+    if size <= limits.max_bytes:  # every element costs at least a byte: the count is within max_elements too
+        return count
     if count > limits.max_elements:
         raise InvalidInput(
             f"input {name!r}: shape {list(shape)} has {count} elements, over the limit of {limits.max_elements}"
         )
-    size = count * element_size(datatype)
-    if size > limits.max_bytes:
-        raise InvalidInput(
-            f"input {name!r}: shape {list(shape)} of {datatype} needs {size} bytes, "
-            f"over the limit of {limits.max_bytes} bytes (max_tensor_bytes)"
-        )
-    return count
+    raise InvalidInput(
+        f"input {name!r}: shape {list(shape)} of {datatype} needs {size} bytes, "
+        f"over the limit of {limits.max_bytes} bytes (max_tensor_bytes)"
+    )
 
 
 class TensorHeader(NamedTuple):
@@ -93,12 +101,8 @@ class InputRules:
     def check(self, name: Any, datatype: Any, shape: Any) -> TensorHeader:
         """Name known, datatype and shape those of the model, batch and size within bounds."""
         spec = self.spec(name)
-        if not isinstance(datatype, str) or datatype not in DATATYPES:
-            raise InvalidInput(
-                f"input {name!r}: unknown datatype {datatype!r}; expected one of {', '.join(sorted(DATATYPES))}"
-            )
-        if datatype != spec.datatype:
-            raise InvalidInput(f"input {name!r}: datatype {datatype} does not match the model's {spec.datatype}")
+        if datatype != spec.datatype or datatype not in DATATYPES:  # equal to the spec's: a string
+            raise _datatype_error(name, datatype, spec.datatype)
         dims = check_dims(name, shape)
         self.check_against_spec(spec, dims)
         return TensorHeader(name, datatype, dims, check_shape(name, datatype, dims, self.limits))
@@ -108,9 +112,17 @@ class InputRules:
         wanted = spec.shape
         if len(dims) != len(wanted):
             raise InvalidInput(f"input {spec.name!r}: shape {list(dims)} does not match the model's {list(wanted)}")
-        for want, got in zip(wanted, dims, strict=True):
+        for want, got in zip(wanted, dims):  # noqa: B905 - same length, checked above
             if want != got and want != -1:
                 raise InvalidInput(f"input {spec.name!r}: shape {list(dims)} does not match the model's {list(wanted)}")
         batch = self.max_batch_size
         if batch and spec.shape and spec.shape[0] == -1 and dims[0] > batch:
             raise InvalidInput(f"input {spec.name!r}: batch size {dims[0]} is over max_batch_size {batch}")
+
+
+def _datatype_error(name: str, datatype: Any, expected: str) -> InvalidInput:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        return InvalidInput(
+            f"input {name!r}: unknown datatype {datatype!r}; expected one of {', '.join(sorted(DATATYPES))}"
+        )
+    return InvalidInput(f"input {name!r}: datatype {datatype} does not match the model's {expected}")

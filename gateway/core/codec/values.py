@@ -19,11 +19,12 @@ import binascii
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final
+from operator import countOf
+from typing import Any, Final, NamedTuple, NoReturn
 
 import numpy as np
 
-from gateway.core.codec.datatypes import numpy_dtype
+from gateway.core.codec.datatypes import V2_TO_NUMPY, numpy_dtype
 from gateway.core.codec.raw import as_bytes, object_array
 from gateway.core.errors import InvalidInput
 
@@ -66,30 +67,83 @@ def array_from_json(
         shape = nested_shape(name, data, where, b64=b64)
     if datatype == "BYTES":
         return _bytes_from_json(name, data, where, b64, shape)
-    return _numbers_from_json(name, datatype, data, where, finite, len(shape))
+    return _numbers_from_json(name, datatype, data, where, finite, shape)
 
 
-def _numbers_from_json(name: str, datatype: str, data: Any, where: str, finite: bool, depth: int) -> np.ndarray:
+def _numbers_from_json(
+    name: str, datatype: str, data: Any, where: str, finite: bool, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Regular lists of the datatype's own JSON types take the fast path; anything else, the checked one."""
+    try:
+        rule = _NUMBER_RULES[datatype]
+    except KeyError:
+        numpy_dtype(datatype)  # an unknown datatype: its error names it
+        raise
+    depth = len(shape)
+    leaves = data if depth == 1 else _regular_leaves(data, shape) if depth else None
+    if leaves is not None:
+        array = _flat_numbers(leaves, rule, finite)
+        if array is not None:
+            return array if depth == 1 else array.reshape(shape)
+    return _checked_numbers(name, datatype, data, where, finite, depth, rule)
+
+
+def _regular_leaves(data: list[Any], shape: tuple[int, ...]) -> list[Any] | None:
+    """The leaves of a nesting whose every level holds lists of exactly the shape's length, or None."""
+    rows = data
+    for size in shape[1:]:
+        count = len(rows)
+        if countOf(map(type, rows), list) != count or countOf(map(len, rows), size) != count:
+            return None
+        rows = list(itertools.chain.from_iterable(rows))
+    return rows
+
+
+def _flat_numbers(data: list[Any], rule: _NumberRule, finite: bool) -> np.ndarray | None:
+    """The common case, or None: every leaf of a JSON type the datatype takes (one set of the types),
+    one conversion, and for floats the largest and smallest values within range (NaN fails both).
+
+    None sends the data to :func:`_checked_numbers`, which decides and names the element at fault,
+    so the fast path never changes what is accepted or the message given.
+    """
+    if not set(map(type, data)) <= rule.allowed:
+        return None
+    count = len(data)
+    try:
+        raw = np.fromiter(data, rule.wide, count)
+    except (OverflowError, ValueError):  # an integer that does not fit: the checked path names it
+        return None
+    limit = rule.limit
+    if limit is None:
+        return raw
+    if finite and count and not (raw.item(raw.argmax()) < limit and raw.item(raw.argmin()) > -limit):
+        return None
+    return raw.astype(rule.target, copy=False)
+
+
+def _checked_numbers(
+    name: str, datatype: str, data: Any, where: str, finite: bool, depth: int, rule: _NumberRule
+) -> np.ndarray:
     """Types first (one pass over the leaves), then one conversion (floats through FP64, range-checked)."""
-    target = numpy_dtype(datatype)
+    target, wide, limit = rule.target, rule.wide, rule.limit
     try:
         types = set(map(type, _leaves(data, depth)))
     except TypeError:  # a value where a list was expected at some depth
         raise InvalidInput(f"input {name!r}: {where} is ragged: every row needs the same length") from None
-    if not types <= _ALLOWED[target.kind]:
+    if not types <= rule.allowed:
         raise _first_bad(name, datatype, data, where)
     try:
-        raw = np.asarray(data, dtype=np.float64 if target.kind == "f" else target)
+        raw = np.asarray(data, dtype=wide)
     except ValueError:
         raise InvalidInput(f"input {name!r}: {where} is ragged: every row needs the same length") from None
     except OverflowError:  # numpy refuses Python ints that do not fit the datatype
         raise _first_bad(name, datatype, data, where) from None
     if raw.ndim != depth:
         raise InvalidInput(f"input {name!r}: {where} is ragged: every row needs the same length")
-    if target.kind != "f":
+    if limit is None:
         return raw
-    if finite and raw.size:
-        _check_float_range(name, datatype, data, raw, target, where)
+    if finite and raw.size and not float(np.maximum.reduce(np.abs(raw), axis=None)) < limit:  # NaN fails
+        _check_float_range(name, datatype, data, target, where)
     return raw.astype(target, copy=False)
 
 
@@ -98,6 +152,30 @@ _FLOAT_MAX: Final = {size: float(np.finfo(f"f{size}").max) for size in (2, 4, 8)
 #: Where rounding to FP16, FP32, FP64 overflows to infinity: the largest value plus half of its last step.
 _FLOAT_LIMIT: Final = {2: 65520.0, 4: 2.0**128 - 2.0**103, 8: float("inf")}
 _ALLOWED: Final = {"b": frozenset({bool}), "i": frozenset({int}), "u": frozenset({int}), "f": frozenset({int, float})}
+_FLOAT64: Final = np.dtype(np.float64)
+
+
+class _NumberRule(NamedTuple):
+    """Per numeric datatype: its dtype, the JSON types it takes, the dtype values are converted to
+    first (FP64 for floats, so out-of-range values are seen before rounding), the magnitude that
+    overflows (floats only)."""
+
+    target: np.dtype[Any]
+    allowed: frozenset[type]
+    wide: np.dtype[Any]
+    limit: float | None
+
+
+_NUMBER_RULES: Final = {
+    datatype: _NumberRule(
+        dtype,
+        _ALLOWED[dtype.kind],
+        _FLOAT64 if dtype.kind == "f" else dtype,
+        _FLOAT_LIMIT[dtype.itemsize] if dtype.kind == "f" else None,
+    )
+    for datatype, dtype in V2_TO_NUMPY.items()
+    if datatype != "BYTES"
+}
 
 
 def _leaves(data: Any, ndim: int) -> Iterable[Any]:
@@ -109,12 +187,9 @@ def _leaves(data: Any, ndim: int) -> Iterable[Any]:
     return items
 
 
-def _check_float_range(name: str, datatype: str, data: Any, raw: np.ndarray, target: np.dtype[Any], where: str) -> None:
-    """One reduction on the hot path: NaN, Infinity and out-of-range values all fail ``peak < limit``."""
+def _check_float_range(name: str, datatype: str, data: Any, target: np.dtype[Any], where: str) -> NoReturn:
+    """The error for a float input whose largest magnitude failed ``peak < limit``: NaN, Infinity or out of range."""
     limit = _FLOAT_LIMIT[target.itemsize]
-    peak = float(np.maximum.reduce(np.abs(raw), axis=None))  # NaN propagates: NaN < limit is False
-    if peak < limit:
-        return
     for value in _walk(data):
         if abs(value) >= limit:
             largest = _FLOAT_MAX[target.itemsize]

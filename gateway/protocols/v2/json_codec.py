@@ -40,7 +40,7 @@ def decode_request(
     else:
         header_end = header_length
     view = memoryview(body)
-    doc = parse_json(view[:header_end])
+    doc = parse_json(body if header_length is None else view[:header_end])
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -55,13 +55,14 @@ def decode_request(
         raise InvalidInput(
             f"body has {len(body) - offset} bytes after the last binary input (check binary_data_size values)"
         )
-    return InferRequest(
-        model_name=model,
-        model_version=version,
-        inputs=inputs,
-        id=_optional_str(doc.get("id"), "id"),
-        outputs=_decode_outputs(doc.get("outputs")),
-        parameters=_parameters(doc.get("parameters"), "parameters"),
+    request_id, outputs, parameters = doc.get("id"), doc.get("outputs"), doc.get("parameters")
+    return InferRequest(  # positional (model_name, inputs, model_version, id, outputs, parameters): cheaper
+        model,
+        inputs,
+        version,
+        None if request_id is None else _optional_str(request_id, "id"),
+        None if outputs is None else _decode_outputs(outputs),
+        {} if parameters is None else _parameters(parameters, "parameters"),
     )
 
 
@@ -93,7 +94,10 @@ def _decode_input(item: Any, index: int, view: memoryview, offset: int, rules: I
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{index}].name must be a non-empty string")
     header = rules.check(name, item.get("datatype"), item.get("shape"))
-    params = _parameters(item.get("parameters"), f"input {name!r} parameters")
+    raw_params = item.get("parameters")
+    if raw_params is None and "data" in item:  # the common case: JSON data, no parameters
+        return Tensor(name, header.datatype, _from_json(item["data"], header), {}), offset
+    params = _parameters(raw_params, f"input {name!r} parameters")
     size = params.pop("binary_data_size", None)
     if size is not None:
         if type(size) is not int or size < 0:
