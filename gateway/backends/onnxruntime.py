@@ -86,10 +86,6 @@ class OnnxRuntimeBackend(Backend):
             )
         return signature
 
-    @property
-    def runs_on_event_loop(self) -> bool:
-        return bool(self.params.inline)
-
     async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         feed = {k: (_to_str(k, v) if k in self._bytes_inputs else v) for k, v in inputs.items()}
         try:

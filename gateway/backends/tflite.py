@@ -74,10 +74,6 @@ class TFLiteBackend(Backend):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tflite-{self.source.name}")
         return signature
 
-    @property
-    def runs_on_event_loop(self) -> bool:
-        return bool(self.params.inline)
-
     async def infer_impl(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         assert self._runner is not None
         return await run_blocking(self._executor, self._runner.infer, inputs, outputs)

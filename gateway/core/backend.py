@@ -85,14 +85,6 @@ class Backend(abc.ABC):
         """
         return await self.infer_impl(inputs, outputs)
 
-    @property
-    def runs_on_event_loop(self) -> bool:
-        """Whether :meth:`infer` runs to the end without yielding to the event loop (an ``inline`` call).
-
-        The dynamic batcher then queues every request, so that requests arriving together still share a call.
-        """
-        return False
-
     async def health(self) -> bool:
         """Whether this version can serve right now (remote backends probe their server)."""
         return self._signature is not None and await self.health_impl()

@@ -10,11 +10,6 @@ The batch window (``max_delay_seconds``) is adaptive: when no batch is running t
 request goes at once (an idle model adds no delay), and while the backend is busy a free
 slot waits at most the window for the batch to fill, ending the moment it is full. Every
 dispatched batch is reported to an observer (rows, and how long each request queued).
-
-A request that finds the batcher idle (nothing queued, dispatching or running)
-runs at once in its own task as a batch of one: no queue entry, future or dispatch task, which
-is most of the batcher's cost for a lone request. If that request is cancelled (a client gone,
-a deadline), its slot is freed at once, as for any caller of the backend.
 """
 
 from __future__ import annotations
@@ -83,13 +78,8 @@ class DynamicBatcher:
         observer: BatchObserver | None = None,
         tracer: Tracer = NO_TRACER,
         backend: str = "",
-        alone_when_idle: bool = True,
     ) -> None:
-        """``alone_when_idle``: run a request that finds the batcher idle at once in its own task (see the
-        module docstring). Turn it off for a backend whose call never yields to the event loop (inline):
-        requests arriving together must queue, or each would run alone and none would share a call."""
         self._infer = infer
-        self._alone_when_idle = alone_when_idle
         self.max_batch_size = max_batch_size
         self.max_delay_seconds = max_delay_seconds
         self.preferred_sizes = sorted({s for s in preferred_sizes if 0 < s <= max_batch_size})
@@ -103,22 +93,19 @@ class DynamicBatcher:
         self._filled = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._alone = 0  # requests running alone (see _run_alone)
         self.batches = 0
         self.rows = 0
 
     async def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Same contract as :meth:`Backend.infer`; the first dimension of every input is the batch."""
         first = next(iter(inputs.values()))
-        if self._alone_when_idle and self._idle() and not self._tracer.enabled:
-            return await self._run_alone(inputs, outputs, first.shape[0])
         key = (tuple(outputs), tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items())))
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, tuple(outputs), first.shape[0], key, loop.create_future(), loop.time())
         if self._tracer.enabled:
             pending.timeline = _Timeline(time.perf_counter())
         self._queue.append(pending)
-        if self.max_delay_seconds and self._queued_rows() >= self.target_rows:
+        if self._queued_rows() >= self.target_rows:
             self._filled.set()
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch())
@@ -128,28 +115,6 @@ class DynamicBatcher:
             return await pending.future
         finally:
             self._record(pending.timeline)
-
-    def _idle(self) -> bool:
-        """Nothing queued, dispatching or running."""
-        return not self._queue and self._dispatcher is None and not self._running and not self._alone
-
-    async def _run_alone(
-        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], rows: int
-    ) -> dict[str, np.ndarray]:
-        """An idle batcher: the call runs in the caller's own task, as a batch of one, without a queue
-        entry, a future or a task of its own."""
-        await self._slots.acquire()  # every slot is free: returns without yielding
-        self._alone += 1
-        try:
-            if self._observer is not None:
-                self._observer(rows, (0.0,))
-            results = await self._infer(inputs, outputs)
-        finally:
-            self._alone -= 1
-            self._slots.release()
-        self.batches += 1
-        self.rows += rows
-        return results
 
     def _record(self, timeline: _Timeline) -> None:
         """Report this request's queue wait, then its batch and backend call (in the request's own task)."""
@@ -162,7 +127,7 @@ class DynamicBatcher:
         try:
             while self._queue:
                 await self._slots.acquire()
-                if self.max_delay_seconds and (self._running or self._alone) and self._queued_rows() < self.target_rows:
+                if self.max_delay_seconds and self._running and self._queued_rows() < self.target_rows:
                     await self._wait_to_fill()
                 batch = self._take()
                 if batch:
@@ -199,7 +164,7 @@ class DynamicBatcher:
             else:
                 rest.append(pending)
         self._queue = rest
-        if self.max_delay_seconds and sum(p.rows for p in rest) < self.target_rows:
+        if sum(p.rows for p in rest) < self.target_rows:
             self._filled.clear()
         return batch
 

@@ -109,7 +109,6 @@ def _caller(
         lambda rows, waits: events.batch(model, version, rows, waits),
         tracer,
         config.backend or "",
-        alone_when_idle=not backend.runs_on_event_loop,
     )
     return batcher.infer
 

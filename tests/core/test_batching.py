@@ -18,13 +18,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
-        self.tasks: list[asyncio.Task[object] | None] = []
         self.gate = asyncio.Event()
         self.fail: Exception | None = None
 
     async def __call__(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         self.batches.append(len(inputs["x"]))
-        self.tasks.append(asyncio.current_task())
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
@@ -141,59 +139,10 @@ async def test_preferred_sizes_shape_the_batches() -> None:
 async def test_a_mixed_burst_gets_exactly_the_unbatched_answers() -> None:
     backend = Recorder()
     backend.gate.set()
-    # the recorder never yields once its gate is open, like an inline backend: requests must queue
-    batcher = DynamicBatcher(
-        backend, 8, concurrency=1, max_delay_seconds=0.001, preferred_sizes=[4], alone_when_idle=False
-    )
+    batcher = DynamicBatcher(backend, 8, concurrency=1, max_delay_seconds=0.001, preferred_sizes=[4])
     shapes = [(1 + i % 3, 1 + (i % 2)) for i in range(24)]  # several batch sizes, two row widths
     inputs = [{"x": np.arange(n * w, dtype=np.float32).reshape(n, w) + i} for i, (n, w) in enumerate(shapes)]
     tasks = [asyncio.create_task(batcher.infer(x, ["y"])) for x in inputs]
     for x, task in zip(inputs, tasks, strict=True):
         assert (await task)["y"].tolist() == (x["x"] * 2).tolist()
     assert all(size <= 8 for size in backend.batches) and len(backend.batches) < len(inputs)
-
-
-async def test_a_request_finding_the_batcher_idle_runs_in_its_own_task() -> None:
-    backend = Recorder()
-    backend.gate.set()
-    sizes: list[int] = []
-    batcher = DynamicBatcher(backend, 8, concurrency=1, observer=lambda n, q: sizes.append(n))
-    caller = asyncio.create_task(batcher.infer(rows(1, 2), ["y"]))
-    assert (await caller)["y"].tolist() == [[2.0], [4.0]]
-    assert backend.tasks == [caller]  # no dispatch task in between
-    assert (sizes, batcher.batches, batcher.rows) == ([2], 1, 2)  # still reported as a batch
-
-
-async def test_without_alone_when_idle_even_a_lone_request_goes_through_the_queue() -> None:
-    backend = Recorder()
-    backend.gate.set()
-    batcher = DynamicBatcher(backend, 8, concurrency=1, alone_when_idle=False)
-    caller = asyncio.create_task(batcher.infer(rows(1), ["y"]))
-    assert (await caller)["y"].tolist() == [[2.0]]
-    assert backend.tasks != [caller]
-
-
-async def test_requests_behind_a_lone_one_queue_and_batch() -> None:
-    backend = Recorder()
-    batcher = DynamicBatcher(backend, 8, concurrency=1)
-    alone = asyncio.create_task(batcher.infer(rows(1), ["y"]))
-    await settle()
-    queued = [asyncio.create_task(batcher.infer(rows(float(i)), ["y"])) for i in range(2, 5)]
-    await settle()
-    assert backend.batches == [1]  # the only slot is the lone request's
-    backend.gate.set()
-    assert [(await t)["y"].tolist() for t in [alone, *queued]] == [[[2.0 * i]] for i in range(1, 5)]
-    assert backend.batches == [1, 3]
-    assert backend.tasks[0] is alone and backend.tasks[1] not in (alone, *queued)
-
-
-async def test_a_cancelled_lone_request_frees_its_slot() -> None:
-    backend = Recorder()
-    batcher = DynamicBatcher(backend, 8, concurrency=1)
-    gone = asyncio.create_task(batcher.infer(rows(1), ["y"]))
-    await settle()
-    gone.cancel()
-    await asyncio.gather(gone, return_exceptions=True)
-    backend.gate.set()
-    assert (await batcher.infer(rows(3), ["y"]))["y"].tolist() == [[6.0]]
-    assert backend.batches == [1, 1]
