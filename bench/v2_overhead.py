@@ -13,6 +13,8 @@ per-request log for percentiles); the load generator's CPU time is reported so a
 saturated generator is visible.
 
 Run: ``make bench`` or ``python -m bench.v2_overhead [--duration 10] [--batch 1] [--targets gateway,inline]``.
+``--baseline DIR`` also runs the demo config from another source tree (``git worktree add DIR <commit>``) and
+prints every configuration against it: a before/after measured in one run.
 Needs wrk and h2load (Debian packages wrk and nghttp2-client).
 """
 
@@ -317,7 +319,22 @@ def report(results: list[Result]) -> list[dict[str, object]]:
                      "throughput_ratio": round(ratio, 3), "p99_ratio": round(p99_ratio, 2),
                      "cpu_per_request_ratio": round(cpu_ratio, 3),
                      "target_ratio": targets[r.protocol]})  # fmt: skip
+    _against_baseline(results)
     return rows
+
+
+def _against_baseline(results: list[Result]) -> None:
+    """With ``--baseline``: each configuration against the older source tree's demo config, point by point."""
+    baseline = {(r.protocol, r.concurrency): r for r in results if r.target == "baseline"}
+    if not baseline:
+        return
+    print("\nAgainst the baseline source tree (same run; req/s ratio, CPU per request ratio, p99 ratio):")
+    for r in (r for r in results if r.target not in ("floor", "baseline")):
+        b = baseline[(r.protocol, r.concurrency)]
+        print(
+            f"  {r.target:<8} {r.protocol:<12} c={r.concurrency:<3} req/s {r.rps / b.rps:5.2f}x   "
+            f"CPU/request {r.cpu_us_per_request / b.cpu_us_per_request:5.2f}x   p99 {r.p99_ms / b.p99_ms:5.2f}x"
+        )
 
 
 def _targets(value: str) -> list[str]:
@@ -335,12 +352,15 @@ def build_repo(repo: Path, config: str) -> str:
     return str(repo / "digits_mlp" / "1" / "model.onnx")
 
 
-def start_gateway(target: str, repo: Path) -> Server:
+def start_gateway(target: str, repo: Path, checkout: Path | None = None) -> Server:
+    """``checkout``: run the gateway package of that source tree (``--baseline``) instead of this one."""
     http, grpc_port, metrics = free_port(), free_port(), free_port()
     env = {**os.environ, "MODELGATE_MANAGEMENT_PORT": "0", **TARGET_ENV.get(target, {})}
-    proc = start([sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo),
-                  "--http-port", str(http), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
-                  "--log-level", "warning"], env=env)  # fmt: skip
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--model-repository", str(repo), "--http-port", str(http),
+            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics), "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=checkout)
     return Server(target, proc, http, grpc_port, metrics)
 
 
@@ -352,7 +372,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat every point; the median round is kept")
     parser.add_argument("--targets", type=_targets, default=["gateway", "inline"],
                         help=f"comma-separated gateway configurations ({', '.join(TARGETS)})")  # fmt: skip
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="also run the demo config from this source tree (e.g. a `git worktree` of an older "
+                             "commit) as target 'baseline': before and after in one run")  # fmt: skip
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "gateway" / "cli.py").is_file():
+        print(f"bench: --baseline {args.baseline} is not a modelgate source tree (no gateway/cli.py)", file=sys.stderr)
+        return 2
     for tool in ("wrk", "h2load"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is not installed (apt-get install wrk nghttp2-client)", file=sys.stderr)
@@ -367,6 +393,9 @@ def main() -> int:
             for target in args.targets:
                 model = build_repo(work / target, TARGETS[target](CONFIG_YAML))
                 servers.append(start_gateway(target, work / target))
+            if args.baseline is not None:
+                build_repo(work / "baseline", CONFIG_YAML)
+                servers.append(start_gateway("baseline", work / "baseline", args.baseline.resolve()))
             for kind in ("rest", "grpc"):
                 port = free_port()
                 proc = start([sys.executable, "-m", "bench.floors", kind, "--model", model, "--port", str(port)])
@@ -377,7 +406,8 @@ def main() -> int:
                 wait_port(server.http or server.grpc or 0)
                 if server.target != "floor":
                     wait_http(f"http://127.0.0.1:{server.http}/v2/health/ready")
-            print(f"{', '.join(args.targets)} and the floors; {args.duration} s per point, batch {args.batch}, "
+            names = [*args.targets, *(["baseline"] if args.baseline is not None else [])]
+            print(f"{', '.join(names)} and the floors; {args.duration} s per point, batch {args.batch}, "
                   f"{args.rounds} round(s), load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
             results = measure_all(servers, x, args.duration, args.rounds, work)
             for server in servers:

@@ -105,7 +105,7 @@ class DynamicBatcher:
         if self._tracer.enabled:
             pending.timeline = _Timeline(time.perf_counter())
         self._queue.append(pending)
-        if self._queued_rows() >= self.target_rows:
+        if self.max_delay_seconds and self._queued_rows() >= self.target_rows:  # only a window waits for it
             self._filled.set()
         if self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch())
@@ -164,7 +164,7 @@ class DynamicBatcher:
             else:
                 rest.append(pending)
         self._queue = rest
-        if sum(p.rows for p in rest) < self.target_rows:
+        if self.max_delay_seconds and sum(p.rows for p in rest) < self.target_rows:
             self._filled.clear()
         return batch
 
