@@ -54,6 +54,7 @@ async def _send(message: dict[str, Any]) -> None:
 
 
 def _best(fn: Callable[[], object], number: int, repeat: int) -> float:
+    # Each in-process bench keeps this helper so that the one file runs in an older checkout (a "before").
     best = float("inf")
     for _ in range(repeat):
         started = time.thread_time()
