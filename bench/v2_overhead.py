@@ -5,7 +5,8 @@ requests/s, p50/p99 and server CPU per request of ``modelgate serve`` in each
 configuration of ``--targets`` (``gateway``: the demo config, ONNX Runtime on its thread
 pool with dynamic batching; ``inline``: the same with ``parameters: {inline: true}``;
 ``nobatch``: without dynamic batching; ``inline-nobatch``: both; ``nofreeze``: with
-``gc_freeze`` and ``gc_gen0_threshold`` off) and of the matching floor (:mod:`bench.floors`).
+``gc_freeze`` and ``gc_gen0_threshold`` off; ``uvicorn``: the REST port on uvicorn instead of the gateway's own
+HTTP server) and of the matching floor (:mod:`bench.floors`).
 All servers run at once and are measured point by point (order reversed each round); then it
 prints the throughput and p99 ratios.
 Load comes from ``wrk`` (HTTP/1.1 keep-alive) and ``h2load`` (gRPC over HTTP/2,
@@ -52,8 +53,10 @@ TARGETS = {
 }
 TARGETS["inline-nobatch"] = lambda config: TARGETS["inline"](TARGETS["nobatch"](config))
 #: Gateway settings (environment) of each configuration; ``nofreeze``: CPython's garbage collector as it is.
-TARGET_ENV = {"nofreeze": {"MODELGATE_GC_FREEZE": "false", "MODELGATE_GC_GEN0_THRESHOLD": "0"}}
+TARGET_ENV = {"nofreeze": {"MODELGATE_GC_FREEZE": "false", "MODELGATE_GC_GEN0_THRESHOLD": "0"},
+              "uvicorn": {"MODELGATE_HTTP_SERVER": "uvicorn"}}  # fmt: skip
 TARGETS["nofreeze"] = TARGETS["gateway"]
+TARGETS["uvicorn"] = TARGETS["gateway"]
 
 
 @dataclass

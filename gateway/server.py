@@ -39,6 +39,7 @@ from gateway.protocols import PROTOCOLS
 from gateway.protocols.grpc_server import GrpcLimits, RequestInterceptor, bounded_server_options
 from gateway.protocols.http_app import HttpApp
 from gateway.protocols.http_guard import ConnectionLimits, guarded_protocol
+from gateway.protocols.http_server import HttpServer
 from gateway.protocols.mounts import Hook, Mounts, ProtocolContext, mount_all
 from gateway.settings import Settings
 from gateway.tls import grpc_server_credentials, server_ssl_context
@@ -53,6 +54,9 @@ class _UvicornServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def stop(self) -> None:
+        self.should_exit = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +136,7 @@ class Gateway:
         self.ports = BoundPorts(http_sock.getsockname()[1], grpc_port, metrics_sock.getsockname()[1],
                                 management_port)  # fmt: skip
         app = HttpApp(mounts.http_routes, mounts.http_fast_paths, access_log=s.access_log)
-        http = _UvicornServer(self._uvicorn_config(app, ssl_context))
+        http = self._rest_server(app, ssl_context)
         exposed = exposition_registry(self.metrics, None if self.worker is None else self.worker.metrics_dir)
         metrics = _UvicornServer(self._uvicorn_config(make_asgi_app(exposed), None))
         management = _UvicornServer(self._uvicorn_config(control.app, None))
@@ -164,7 +168,7 @@ class Gateway:
             refresh_task.cancel()
         log.info("modelgate %sdraining (grace %.0f s)", self._who(), s.shutdown_grace_seconds)
         await _call_all(mounts.on_drain)
-        http.should_exit = True
+        http.stop()
         await asyncio.gather(grpc_server.stop(s.shutdown_grace_seconds), tasks[0])
         metrics.should_exit = True
         management.should_exit = True
@@ -229,18 +233,29 @@ class Gateway:
             await asyncio.sleep(self.settings.health_check_seconds)
             await self.manager.check_health()
 
-    def _uvicorn_config(self, app: object, ssl_context: ssl.SSLContext | None) -> uvicorn.Config:
+    def _rest_server(self, app: HttpApp, ssl_context: ssl.SSLContext | None) -> HttpServer | _UvicornServer:
+        """The REST port's server: the gateway's own (``http_server: modelgate``) or uvicorn."""
         s = self.settings
-        limits = ConnectionLimits(
+        if s.http_server == "uvicorn":
+            return _UvicornServer(self._uvicorn_config(app, ssl_context))
+        return HttpServer(app, self._connection_limits(), s.http_keep_alive_seconds, s.shutdown_grace_seconds,
+                          ssl_context)  # fmt: skip
+
+    def _connection_limits(self) -> ConnectionLimits:
+        s = self.settings
+        return ConnectionLimits(
             header_timeout=s.http_header_timeout_seconds,
             body_timeout=s.http_body_timeout_seconds,
             max_header_bytes=s.http_max_header_bytes,
             max_connections=s.http_max_connections,
         )
+
+    def _uvicorn_config(self, app: object, ssl_context: ssl.SSLContext | None) -> uvicorn.Config:
+        s = self.settings
         return uvicorn.Config(
             app,  # type: ignore[arg-type]
             lifespan="off",
-            http=guarded_protocol(limits),
+            http=guarded_protocol(self._connection_limits()),
             log_level=s.log_level,
             log_config=None,  # uvicorn's loggers go through the gateway's handler (text or JSON)
             access_log=False,  # the gateway writes its own access log (modelgate.access)
