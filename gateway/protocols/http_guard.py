@@ -37,8 +37,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 _END_OF_HEADERS: Final = b"\r\n\r\n"
-_REASONS: Final = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-                   503: b"Service Unavailable"}  # fmt: skip
+_REASONS: Final = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+                   500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,8 @@ class App:
                 if not message["more_body"]:
                     break
             doc = {"method": scope["method"], "path": path, "query": scope["query_string"].decode(),
-                   "length": len(body), "sha": hashlib.sha256(body).hexdigest(), "version": scope["http_version"]}  # fmt: skip
+                   "length": len(body), "sha": hashlib.sha256(body).hexdigest(),
+                   "version": scope["http_version"]}  # fmt: skip
             await _respond(send, 200, orjson.dumps(doc))
         elif path == "/stream":  # no Content-Length: chunked on HTTP/1.1
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
