@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from demo.mlp import CONFIG_YAML, build
 from gateway.protos import open_inference_grpc_pb2 as pb
 
 CONCURRENCY = (8, 32)
+PROTOCOLS = ["rest-json", "rest-binary", "grpc"]
 #: Gateway configurations: the demo config.yaml edited by each function.
 TARGETS = {
     "gateway": lambda config: config,
@@ -273,19 +275,29 @@ def measure_point(server: Server, protocol: str, c: int, x: np.ndarray, duration
     return result
 
 
-def measure_all(servers: list[Server], x: np.ndarray, duration: int, rounds: int, work: Path) -> list[Result]:
+Rounds = dict[tuple[str, str, int], list[Result]]
+
+
+def measure_all(
+    servers: list[Server], x: np.ndarray, duration: int, rounds: int, work: Path, protocols: list[str] = PROTOCOLS
+) -> Rounds:
     """Every point on every server, interleaved (point by point, order reversed each round), so that
-    the machine's load changes hit every target alike; the median round of each point is kept."""
-    by_point: dict[tuple[str, str, int], list[Result]] = {}
+    the machine's load changes hit every target alike: every round of each point, in order."""
+    by_point: Rounds = {}
     for round_ in range(rounds):
         for c in CONCURRENCY:
-            for protocol in ("rest-json", "rest-binary", "grpc"):
+            for protocol in protocols:
                 order = servers if round_ % 2 == 0 else servers[::-1]
                 for server in order:
                     if (server.grpc if protocol == "grpc" else server.http) is None:
                         continue
                     r = measure_point(server, protocol, c, x, duration, work)
                     by_point.setdefault((server.target, protocol, c), []).append(r)
+    return by_point
+
+
+def median_rounds(by_point: Rounds) -> list[Result]:
+    """The median round (by req/s) of each point."""
     return [sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for rs in by_point.values()]
 
 
@@ -302,7 +314,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def report(results: list[Result]) -> list[dict[str, object]]:
+def report(results: list[Result], by_point: Rounds, reference: str | None) -> list[dict[str, object]]:
     """Throughput and p99 of every gateway target against the floor; issue 13's targets: throughput
     80% (JSON, gRPC) / 90% (binary) of the floor, p99 at most 2x the floor's."""
     floor = {(r.protocol, r.concurrency): r for r in results if r.target == "floor"}
@@ -322,22 +334,37 @@ def report(results: list[Result]) -> list[dict[str, object]]:
                      "throughput_ratio": round(ratio, 3), "p99_ratio": round(p99_ratio, 2),
                      "cpu_per_request_ratio": round(cpu_ratio, 3),
                      "target_ratio": targets[r.protocol]})  # fmt: skip
-    _against_baseline(results)
+    if reference is not None:
+        _against(reference, by_point)
     return rows
 
 
-def _against_baseline(results: list[Result]) -> None:
-    """With ``--baseline``: each configuration against the older source tree's demo config, point by point."""
-    baseline = {(r.protocol, r.concurrency): r for r in results if r.target == "baseline"}
-    if not baseline:
-        return
-    print("\nAgainst the baseline source tree (same run; req/s ratio, CPU per request ratio, p99 ratio):")
-    for r in (r for r in results if r.target not in ("floor", "baseline")):
-        b = baseline[(r.protocol, r.concurrency)]
+def _against(reference: str, by_point: Rounds) -> None:
+    """Each configuration against ``reference``, point by point: the median over rounds of the ratio
+    within each round (the two ran back to back, so the machine's drift cancels out)."""
+    print(f"\nAgainst {reference} (same run; median of the per-round ratios: req/s, CPU per request, p99):")
+    for (target, protocol, c), rounds in by_point.items():
+        base = by_point.get((reference, protocol, c))
+        if target in ("floor", reference) or base is None:
+            continue
+        pairs = list(zip(rounds, base, strict=True))
+
+        def ratio(value: Callable[[Result], float]) -> float:
+            return statistics.median(value(r) / value(b) for r, b in pairs)  # noqa: B023 (used at once)
+
         print(
-            f"  {r.target:<8} {r.protocol:<12} c={r.concurrency:<3} req/s {r.rps / b.rps:5.2f}x   "
-            f"CPU/request {r.cpu_us_per_request / b.cpu_us_per_request:5.2f}x   p99 {r.p99_ms / b.p99_ms:5.2f}x"
+            f"  {target:<8} {protocol:<12} c={c:<3} req/s {ratio(lambda r: r.rps):5.2f}x   "
+            f"CPU/request {ratio(lambda r: r.cpu_us_per_request):5.2f}x   p99 {ratio(lambda r: r.p99_ms):5.2f}x"
+            f"   ({len(pairs)} rounds)"
         )
+
+
+def _protocols(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
+    return names
 
 
 def _targets(value: str) -> list[str]:
@@ -375,6 +402,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat every point; the median round is kept")
     parser.add_argument("--targets", type=_targets, default=["gateway", "inline"],
                         help=f"comma-separated gateway configurations ({', '.join(TARGETS)})")  # fmt: skip
+    parser.add_argument("--protocols", type=_protocols, default=list(PROTOCOLS),
+                        help=f"comma-separated, of {', '.join(PROTOCOLS)}")  # fmt: skip
+    parser.add_argument("--against", default=None,
+                        help="print every target against this one (default: 'baseline' with --baseline), as the "
+                             "median of per-round ratios; use many short rounds to see a few percent")  # fmt: skip
     parser.add_argument("--baseline", type=Path, default=None,
                         help="also run the demo config from this source tree (e.g. a `git worktree` of an older "
                              "commit) as target 'baseline': before and after in one run")  # fmt: skip
@@ -412,7 +444,8 @@ def main() -> int:
             names = [*args.targets, *(["baseline"] if args.baseline is not None else [])]
             print(f"{', '.join(names)} and the floors; {args.duration} s per point, batch {args.batch}, "
                   f"{args.rounds} round(s), load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
-            results = measure_all(servers, x, args.duration, args.rounds, work)
+            by_point = measure_all(servers, x, args.duration, args.rounds, work, args.protocols)
+            results = median_rounds(by_point)
             for server in servers:
                 if server.metrics is not None:
                     text = httpx.get(f"http://127.0.0.1:{server.metrics}/metrics").text
@@ -423,7 +456,8 @@ def main() -> int:
             for server in servers:
                 stop(server.proc)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    ratios = report(results)
+    reference = args.against or ("baseline" if args.baseline is not None else None)
+    ratios = report(results, by_point, reference)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"results": [asdict(r) for r in results], "ratios": ratios, "rounds": args.rounds,
                                     "cpus": os.cpu_count(), "batch": args.batch}, indent=2))  # fmt: skip
