@@ -41,12 +41,19 @@ def _config(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def server(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+#: The REST port's two servers (``http_server``): every REST bound is checked on both.
+HTTP_SERVERS = ["modelgate", "uvicorn"]
+
+
+@pytest.fixture(scope="module", params=HTTP_SERVERS)
+def server(
+    demo_repo: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
     """Short deadlines (1 s headers, 1 s body, 1 s idle keep-alive), 4 KiB of headers, 1 MiB bodies."""
     config = _config(
         tmp_path_factory.mktemp("conn"),
         "gateway.yaml",
+        f"http_server: {request.param}\n"
         "http_header_timeout_seconds: 1\nhttp_body_timeout_seconds: 1\nhttp_keep_alive_seconds: 1\n"
         "http_max_header_bytes: 4096\nmax_request_bytes: 1048576\n"
         "grpc_max_connection_age_seconds: 1\ngrpc_max_connection_age_grace_seconds: 1\n"
@@ -56,13 +63,15 @@ def server(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield proc
 
 
-@pytest.fixture(scope="module")
-def limited(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=HTTP_SERVERS)
+def limited(
+    demo_repo: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
     """At most 3 REST connections; long deadlines so held connections stay open."""
     config = _config(
         tmp_path_factory.mktemp("limited"),
         "gateway.yaml",
-        f"http_max_connections: {LIMITED_CONNECTIONS}\nhttp_header_timeout_seconds: 600\n"
+        f"http_server: {request.param}\nhttp_max_connections: {LIMITED_CONNECTIONS}\nhttp_header_timeout_seconds: 600\n"
         "http_keep_alive_seconds: 600\n",
     )
     with ServerProcess(demo_repo, "--config", str(config)) as proc:
