@@ -6,7 +6,8 @@
   that reads ``raw_input_contents`` and answers ``raw_output_contents``.
 
 Run: ``python -m bench.floors rest|grpc --model model.onnx --port N`` (``rest --workers 2``: uvicorn's
-own multi-process mode, the floor's scaling over cores).
+own multi-process mode, the floor's scaling over cores; ``rest --server modelgate``: the same ASGI app on
+the gateway's own HTTP server instead of uvicorn, to price the HTTP server alone: ``bench.http_servers``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,20 @@ async def serve_grpc(session: ort.InferenceSession, port: int) -> None:
     await server.wait_for_termination()
 
 
+async def serve_rest_on_gateway_server(app: Any, port: int) -> None:
+    """``app`` on the gateway's own HTTP/1.1 server (default limits), as ``modelgate serve`` runs its REST port."""
+    import socket
+
+    from gateway.protocols.http_guard import ConnectionLimits
+    from gateway.protocols.http_server import HttpServer
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    await HttpServer(app, ConnectionLimits(), keep_alive=30.0, grace=1.0).serve([sock])
+
+
 def rest_app_from_env() -> Any:
     """For uvicorn's ``--workers``, which imports the app in each process: the model from ``FLOOR_MODEL``."""
     import os
@@ -124,6 +139,8 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="rest only: uvicorn worker processes")
+    parser.add_argument("--server", choices=["uvicorn", "modelgate"], default="uvicorn",
+                        help="rest only: the HTTP server under the ASGI app")  # fmt: skip
     args = parser.parse_args()
     import uvloop
 
@@ -138,7 +155,9 @@ def main() -> None:
                     access_log=False)  # fmt: skip
         return
     session = _session(args.model)
-    if args.kind == "rest":
+    if args.kind == "rest" and args.server == "modelgate":
+        uvloop.run(serve_rest_on_gateway_server(rest_app(session), args.port))
+    elif args.kind == "rest":
         import uvicorn
 
         uvicorn.run(rest_app(session), host="127.0.0.1", port=args.port, lifespan="off", http="httptools",
