@@ -107,7 +107,7 @@ class _Exchange:
     """One request and its response: the ASGI ``receive`` and ``send`` of one application call."""
 
     __slots__ = ("body_done", "buffered", "chunked", "chunks", "conn", "continue_wanted", "done", "head",
-                 "keep_alive", "lost", "scope", "started", "taken", "waiter", "written")  # fmt: skip
+                 "keep_alive", "lost", "remaining", "scope", "started", "taken", "waiter", "written")  # fmt: skip
 
     def __init__(self, conn: HttpConnection, scope: dict[str, Any], keep_alive: bool, continue_wanted: bool) -> None:
         self.conn = conn
@@ -123,6 +123,7 @@ class _Exchange:
         self.started = False  # http.response.start received
         self.head: bytes | None = None  # the response head, until it is written with the first body bytes
         self.chunked = False
+        self.remaining = -1  # body bytes still owed under the response's Content-Length (-1: none declared)
         self.written = False  # anything of the response written
         self.done = False  # the whole response written
 
@@ -177,10 +178,12 @@ class _Exchange:
                 data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
                 if not more:
                     data += b"0\r\n\r\n"
+            elif self.scope["method"] == "HEAD":
+                data = b""
             else:
                 data = body
-            if self.scope["method"] == "HEAD":
-                data = b""
+                if self.remaining >= 0:
+                    self._count(len(body), more)
             head = self.head
             if head is not None:
                 self.head = None
@@ -203,6 +206,17 @@ class _Exchange:
             return
         raise RuntimeError(f"unexpected ASGI message type {kind!r} on HTTP")
 
+    def _count(self, size: int, more: bool) -> None:
+        """Hold the body to its Content-Length: never more (the client would read the excess as the next
+        response), and a short body ends the connection (the client is left waiting for the rest)."""
+        if size > self.remaining:
+            raise RuntimeError(f"response body longer than its Content-Length ({self.remaining} bytes left)")
+        self.remaining -= size
+        if not more and self.remaining:
+            log.error("response to %s ended %d bytes short of its Content-Length; closing the connection",
+                      self.scope["path"][:200], self.remaining)  # fmt: skip
+            self.keep_alive = False
+
     def _head(self, status: int, headers: Any) -> bytes:
         lines = [_status_line(status)]
         length_given = False
@@ -210,6 +224,9 @@ class _Exchange:
             lower = name.lower()
             if lower == b"content-length":
                 length_given = True
+                if not value.isdigit():
+                    raise RuntimeError("the response's Content-Length is not a number")
+                self.remaining = int(value)
             elif lower == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
                 continue

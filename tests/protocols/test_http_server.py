@@ -63,6 +63,12 @@ class App:
         elif path == "/half":  # starts a response and returns without finishing it
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
             await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+        elif path == "/long":  # more body than its Content-Length
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+            await send({"type": "http.response.body", "body": b"12345"})
+        elif path == "/short":  # less body than its Content-Length
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            await send({"type": "http.response.body", "body": b"12345"})
         elif path == "/inject":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nx-evil: 1")]})
             await send({"type": "http.response.body", "body": b""})
@@ -329,7 +335,7 @@ def test_percent_encoded_path_is_decoded(server: ServerThread) -> None:
     conn.close()
 
 
-@pytest.mark.parametrize("path", ["/boom", "/inject"])
+@pytest.mark.parametrize("path", ["/boom", "/inject", "/long"])
 def test_an_application_error_before_the_response_is_a_json_500(server: ServerThread, path: str) -> None:
     conn = server.connect()
     conn.send(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
@@ -339,9 +345,10 @@ def test_an_application_error_before_the_response_is_a_json_500(server: ServerTh
     assert conn.closed()
 
 
-def test_an_unfinished_response_ends_the_connection(server: ServerThread) -> None:
+@pytest.mark.parametrize("path", ["/half", "/short"])
+def test_an_unfinished_response_ends_the_connection(server: ServerThread, path: str) -> None:
     conn = server.connect()
-    conn.send(b"GET /half HTTP/1.1\r\nhost: x\r\n\r\n")
+    conn.send(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
     with pytest.raises(ConnectionError):
         conn.response()  # 5 of the 10 promised bytes, then the close
     conn.close()
