@@ -31,7 +31,12 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("text", "needle"),
-    [("htp_port: 1\n", "htp_port: Extra inputs"), ("http_port: 70000\n", "http_port"), ("[1, 2]\n", "mapping")],
+    [
+        ("htp_port: 1\n", "htp_port: Extra inputs"),
+        ("http_port: 70000\n", "http_port"),
+        ("[1, 2]\n", "mapping"),
+        ("http_server: nginx\n", "http_server: Input should be 'modelgate' or 'uvicorn'"),
+    ],
 )
 def test_bad_settings_file_names_the_field(tmp_path: Path, text: str, needle: str) -> None:
     config = tmp_path / "gateway.yaml"
