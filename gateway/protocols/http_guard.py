@@ -18,8 +18,9 @@ enforces, per connection:
 The idle keep-alive timeout between requests stays uvicorn's (``timeout_keep_alive``), which is
 sound there because the header deadline starts with the next request's first byte.
 
-One timer per connection, re-armed lazily: moving a deadline only stores a number, so the
-cost on the hot path is a few attribute writes per request (measured in docs/performance.md).
+One timer per connection, re-armed lazily (:class:`LazyDeadline`, shared with
+:mod:`gateway.protocols.http_server`): moving a deadline only stores a number, so the cost on the hot
+path is a few attribute writes per request (measured in docs/performance.md).
 Every refusal is a JSON ``{"error": ...}`` in the gateway's words, including the 400 for a
 request the HTTP parser rejects (uvicorn's own is plain text).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,6 +53,61 @@ class ConnectionLimits:
     max_connections: int = 1000
 
 
+class LazyDeadline:
+    """A connection's one deadline at a time, on one lazy timer.
+
+    Moving the deadline only stores a number. The timer, when it fires before the current deadline,
+    re-arms itself for the rest, so a kept-alive connection creates about one timer per deadline
+    period, not one per request. ``on_expiry`` runs once the deadline has passed.
+    """
+
+    __slots__ = ("_at", "_loop", "_on_expiry", "_timer", "_timer_at")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_expiry = on_expiry
+        self._at: float | None = None  # when the current deadline passes (None: no deadline)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    @property
+    def armed(self) -> bool:
+        return self._at is not None
+
+    def arm(self, seconds: float) -> None:
+        """The deadline is now ``seconds`` from now (earlier or later than before)."""
+        self._at = at = self._loop.time() + seconds
+        if self._timer is not None and self._timer_at <= at:
+            return  # fires earlier and re-arms itself for the rest
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._fire)
+
+    def clear(self) -> None:
+        """No deadline for now (a pending timer finds none when it fires)."""
+        self._at = None
+
+    def cancel(self) -> None:
+        """No deadline, and no timer: the connection is gone."""
+        self._at = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        at = self._at
+        if at is None:
+            return
+        if self._loop.time() < at:
+            self._timer_at = at
+            self._timer = self._loop.call_at(at, self._fire)
+            return
+        self._at = None
+        self._on_expiry()
+
+
 def error_response(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 response with a JSON error body that closes the connection."""
     body = orjson.dumps({"error": message})
@@ -72,9 +129,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_headers = True  # the next bytes belong to a request line or headers
         self._header_bytes = 0
-        self._expires: float | None = None  # when the current deadline passes (None: no deadline)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._deadline = LazyDeadline(self.loop, self._expired)
 
     # -- connection limit ----------------------------------------------------------------
 
@@ -88,13 +143,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refused = False
         super().connection_made(transport)
-        self._arm(self.limits.header_timeout)
+        self._deadline.arm(self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._expires = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         if self._refused:
             return
         super().connection_lost(exc)
@@ -103,8 +155,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers:
-            if self._expires is None:  # the first byte of the next request on a kept-alive connection
-                self._arm(self.limits.header_timeout)
+            if not self._deadline.armed:  # the first byte of the next request on a kept-alive connection
+                self._deadline.arm(self.limits.header_timeout)
             end = data.find(_END_OF_HEADERS)
             self._header_bytes += len(data) if end < 0 else end + len(_END_OF_HEADERS)
             if self._header_bytes > self.limits.max_header_bytes:
@@ -114,39 +166,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._arm(self.limits.body_timeout)
+        self._deadline.arm(self.limits.body_timeout)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_headers = True
         self._header_bytes = 0
-        self._expires = None
+        self._deadline.clear()
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "malformed HTTP request")
 
-    # -- the one lazy timer --------------------------------------------------------------
-
-    def _arm(self, seconds: float) -> None:
-        self._expires = expires = self.loop.time() + seconds
-        if self._timer is not None and self._timer_at <= expires:
-            return  # fires earlier and re-arms itself for the rest
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = expires
-        self._timer = self.loop.call_at(expires, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        expires = self._expires
-        if expires is None or self.transport.is_closing():
+    def _expired(self) -> None:
+        if self.transport.is_closing():
             return
-        if self.loop.time() < expires:
-            self._timer_at = expires
-            self._timer = self.loop.call_at(expires, self._on_timer)
-            return
-        self._expires = None
         if self._in_headers:
             log.debug("closing a connection from %s: request headers not complete in time", self.client)
             self._refuse(408, f"request headers not received within {self.limits.header_timeout:g} s")

@@ -40,7 +40,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from gateway.protocols.http_guard import ConnectionLimits, error_response
+from gateway.protocols.http_guard import ConnectionLimits, LazyDeadline, error_response
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +275,10 @@ class HttpConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.continue_wanted = False
         self.upgraded = False
-        # The one deadline of the current phase, and its lazy timer.
+        # The one deadline of the current phase.
         self.phase = _HEADERS
         self.header_bytes = 0
-        self.expires: float | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0
+        self.deadline = LazyDeadline(loop, self._expired)
 
     # -- connection ----------------------------------------------------------------------
 
@@ -297,13 +295,10 @@ class HttpConnection(asyncio.Protocol):
         state.connections.add(self)
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
-        self._arm(state.limits.header_timeout)
+        self.deadline.arm(state.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.expires = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline.cancel()
         if self.refused:
             return
         state = self.state
@@ -340,7 +335,7 @@ class HttpConnection(asyncio.Protocol):
         if self.phase != _HEADERS and self.phase != _BODY:  # the first byte of the next request
             self.phase = _HEADERS
             self.header_bytes = 0
-            self._arm(self.state.limits.header_timeout)
+            self.deadline.arm(self.state.limits.header_timeout)
         if self.phase == _HEADERS:
             end = data.find(_END_OF_HEADERS)
             self.header_bytes += len(data) if end < 0 else end + len(_END_OF_HEADERS)
@@ -373,7 +368,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.phase != _HEADERS:  # a pipelined request that arrived with the one before it
             self.phase = _HEADERS
-            self._arm(self.state.limits.header_timeout)
+            self.deadline.arm(self.state.limits.header_timeout)
         self.url = b""
         self.headers = []
         self.continue_wanted = False
@@ -389,7 +384,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.phase = _BODY
-        self._arm(self.state.limits.body_timeout)
+        self.deadline.arm(self.state.limits.body_timeout)
         parser = self.parser
         url = self.url
         if url[:1] == b"/":
@@ -432,7 +427,7 @@ class HttpConnection(asyncio.Protocol):
         exchange = self.parsing
         self.parsing = None
         self.phase = _ANSWERING
-        self.expires = None
+        self.deadline.clear()
         if exchange is not None:
             exchange.body_done = True
             exchange.wake()
@@ -481,7 +476,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.phase == _ANSWERING:
             self.phase = _IDLE
-            self._arm(self.state.keep_alive)
+            self.deadline.arm(self.state.keep_alive)
         if self.read_paused and (self.parsing is None or not self._body_piling()):
             self.read_paused = False
             self.transport.resume_reading()
@@ -489,27 +484,9 @@ class HttpConnection(asyncio.Protocol):
     def _body_piling(self) -> bool:
         return self.parsing is not None and self.parsing.buffered > _READ_HIGH_WATER
 
-    # -- the one lazy timer ----------------------------------------------------------------
-
-    def _arm(self, seconds: float) -> None:
-        self.expires = expires = self.loop.time() + seconds
-        if self.timer is not None and self.timer_at <= expires:
-            return  # fires earlier and re-arms itself for the rest
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer_at = expires
-        self.timer = self.loop.call_at(expires, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        expires = self.expires
-        if expires is None or self.transport.is_closing():
+    def _expired(self) -> None:
+        if self.transport.is_closing():
             return
-        if self.loop.time() < expires:
-            self.timer_at = expires
-            self.timer = self.loop.call_at(expires, self._on_timer)
-            return
-        self.expires = None
         if self.phase == _HEADERS:
             log.debug("closing a connection from %s: request headers not complete in time", self.client)
             self._refuse(408, f"request headers not received within {self.state.limits.header_timeout:g} s")
