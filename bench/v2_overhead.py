@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -359,20 +359,22 @@ def _against(reference: str, by_point: Rounds) -> None:
         )
 
 
-def _protocols(value: str) -> list[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in PROTOCOLS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
-    return names
+def _names_of(allowed: Iterable[str], what: str) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of names, each one of ``allowed``."""
+    known = list(allowed)
+
+    def parse(value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown}; choose from {', '.join(known)}")
+        return names
+
+    return parse
 
 
-def _targets(value: str) -> list[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in TARGETS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
-    return names
+_protocols = _names_of(PROTOCOLS, "protocol")
+_targets = _names_of(TARGETS, "target")
 
 
 def build_repo(repo: Path, config: str) -> str:

@@ -115,6 +115,15 @@ def error_response(status: int, message: str) -> bytes:
     return head % (status, _REASONS[status], len(body)) + body
 
 
+def refuse(transport: asyncio.WriteTransport, status: int, message: str, answering: bool) -> None:
+    """Answer ``status`` (unless a response is under way: ``answering``) and close the connection."""
+    if transport.is_closing():
+        return
+    if not answering:
+        transport.write(error_response(status, message))
+    transport.close()
+
+
 def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol class enforcing ``limits`` (pass it as ``uvicorn.Config(http=...)``)."""
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
@@ -189,9 +198,4 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # the handler reading the body sees a disconnect
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` (unless a response is under way) and close the connection."""
-        if self.transport.is_closing():
-            return
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(error_response(status, message))
-        self.transport.close()
+        refuse(self.transport, status, message, answering=self.cycle is not None and not self.cycle.response_complete)

@@ -40,7 +40,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from gateway.protocols.http_guard import ConnectionLimits, LazyDeadline, error_response
+from gateway.protocols.http_guard import ConnectionLimits, LazyDeadline, error_response, refuse
 
 log = logging.getLogger(__name__)
 
@@ -494,12 +494,7 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` (unless a response is under way) and close the connection."""
-        if self.transport.is_closing():
-            return
-        if self.active is None or self.active.done:
-            self.transport.write(error_response(status, message))
-        self.transport.close()
+        refuse(self.transport, status, message, answering=self.active is not None and not self.active.done)
 
 
 def _address(value: Any) -> tuple[str, int] | None:
