@@ -467,21 +467,18 @@ class HttpConnection(asyncio.Protocol):
         self.active = None
         if self.waiting:
             self._start(self.waiting.popleft())
-            if not self.waiting and self.read_paused and (self.parsing is None or not self._body_piling()):
-                self.read_paused = False
-                self.transport.resume_reading()
-            return
-        if self.state.closing and self.parsing is None:
+        elif self.state.closing and self.parsing is None:
             self.transport.close()
             return
-        if self.phase == _ANSWERING:
+        elif self.phase == _ANSWERING:
             self.phase = _IDLE
             self.deadline.arm(self.state.keep_alive)
-        if self.read_paused and (self.parsing is None or not self._body_piling()):
+        if self.read_paused and not self.waiting and not self._body_piling():
             self.read_paused = False
             self.transport.resume_reading()
 
     def _body_piling(self) -> bool:
+        """The request being parsed has more unread body than reading may run ahead of its handler."""
         return self.parsing is not None and self.parsing.buffered > _READ_HIGH_WATER
 
     def _expired(self) -> None:
