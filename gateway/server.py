@@ -248,6 +248,7 @@ class Gateway:
             body_timeout=s.http_body_timeout_seconds,
             max_header_bytes=s.http_max_header_bytes,
             max_connections=s.http_max_connections,
+            write_timeout=s.http_write_timeout_seconds,
         )
 
     def _uvicorn_config(self, app: object, ssl_context: ssl.SSLContext | None) -> uvicorn.Config:

@@ -128,6 +128,14 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: Annotated[
         float, Field(gt=0, description="A request's body must arrive within this time of its headers.")
     ] = 60.0
+    http_write_timeout_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="A client that reads none of a response for this long, while it waits "
+            "to be sent, is cut off (its connection aborted).",
+        ),
+    ] = 60.0
     http_keep_alive_seconds: Annotated[
         float, Field(gt=0, description="An idle keep-alive connection is closed after this time.")
     ] = 30.0

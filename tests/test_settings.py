@@ -53,7 +53,7 @@ def test_missing_settings_file(tmp_path: Path) -> None:
 def test_connection_bounds_and_tls_defaults() -> None:
     s = load_settings()
     assert (s.http_header_timeout_seconds, s.http_body_timeout_seconds, s.http_keep_alive_seconds) == (10, 60, 30)
-    assert (s.http_max_header_bytes, s.http_max_connections) == (32 * 1024, 1000)
+    assert (s.http_max_header_bytes, s.http_max_connections, s.http_write_timeout_seconds) == (32 * 1024, 1000, 60)
     assert (s.grpc_max_concurrent_streams, s.grpc_max_connection_age_seconds, s.grpc_min_ping_interval_seconds) == (
         100, 3600, 10,
     )  # fmt: skip
@@ -68,6 +68,7 @@ def test_connection_bounds_and_tls_defaults() -> None:
         ({"tls_cert": "absent.pem", "tls_key": "absent.key"}, "tls_cert absent.pem is not a readable file"),
         ({"http_header_timeout_seconds": 0}, "http_header_timeout_seconds"),
         ({"http_max_connections": 0}, "http_max_connections"),
+        ({"http_write_timeout_seconds": 0}, "http_write_timeout_seconds"),
         ({"log_format": "xml"}, "log_format"),
     ],
 )

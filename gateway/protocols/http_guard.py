@@ -13,7 +13,11 @@ enforces, per connection:
 - a **header size limit**: more than ``max_header_bytes`` of request line plus headers gets
   431 and the connection is closed, before the headers are parsed any further;
 - a **connection limit**: a connection beyond ``max_connections`` open ones is answered 503
-  at once and closed (never queued, never left hanging).
+  at once and closed (never queued, never left hanging);
+- a **write deadline**: a response the client has read none of for ``write_timeout`` while the
+  transport's buffer is over its high-water mark is cut off (:class:`WriteDeadline`). uvicorn's
+  own closes are not seen here, so a close with fewer buffered bytes than the high-water mark
+  (64 KiB) still waits for a client that never reads; the gateway's own server bounds that too.
 
 The idle keep-alive timeout between requests stays uvicorn's (``timeout_keep_alive``), which is
 sound there because the header deadline starts with the next request's first byte.
@@ -51,6 +55,8 @@ class ConnectionLimits:
     body_timeout: float = 60.0
     max_header_bytes: int = 32 * 1024
     max_connections: int = 1000
+    #: How long a response may wait on a client that reads none of it (see :class:`WriteDeadline`).
+    write_timeout: float = 60.0
 
 
 class LazyDeadline:
@@ -108,6 +114,44 @@ class LazyDeadline:
         self._on_expiry()
 
 
+class WriteDeadline:
+    """The bound on a client that stops reading: its connection is cut off (``abort``, which drops the
+    buffered bytes) once the response has waited ``timeout`` seconds without the client reading any of it.
+
+    ``paused()`` when the transport pauses writing (its buffer is over the high-water mark) and
+    ``resumed()`` when the client has read enough for it to resume; ``closing()`` after a close with
+    bytes still buffered (a close waits for them to be written, so without a deadline a client that never
+    reads would keep the connection, and its buffer, for ever). Made lazily: most connections never need it.
+    """
+
+    __slots__ = ("_deadline", "_timeout", "_transport")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport, timeout: float) -> None:
+        self._transport = transport
+        self._timeout = timeout
+        self._deadline = LazyDeadline(loop, self._expired)
+
+    def paused(self) -> None:
+        self._deadline.arm(self._timeout)
+
+    def resumed(self) -> None:
+        if self._transport.is_closing():  # the client read some: it has the timeout again for the rest
+            self._deadline.arm(self._timeout)
+        else:
+            self._deadline.clear()
+
+    def closing(self) -> None:
+        if self._transport.get_write_buffer_size():
+            self._deadline.arm(self._timeout)
+
+    def cancel(self) -> None:
+        self._deadline.cancel()
+
+    def _expired(self) -> None:
+        log.debug("cutting off a client that read none of its response for %g s", self._timeout)
+        self._transport.abort()
+
+
 def error_response(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 response with a JSON error body that closes the connection."""
     body = orjson.dumps({"error": message})
@@ -139,6 +183,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True  # the next bytes belong to a request line or headers
         self._header_bytes = 0
         self._deadline = LazyDeadline(self.loop, self._expired)
+        self._write_deadline: WriteDeadline | None = None
 
     # -- connection limit ----------------------------------------------------------------
 
@@ -156,9 +201,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deadline.cancel()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
         if self._refused:
             return
         super().connection_lost(exc)
+
+    # -- a client that stops reading -------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = WriteDeadline(self.loop, self.transport, self.limits.write_timeout)
+        self._write_deadline.paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_deadline is not None:
+            self._write_deadline.resumed()
 
     # -- header size and deadlines -------------------------------------------------------
 

@@ -40,7 +40,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from gateway.protocols.http_guard import ConnectionLimits, LazyDeadline, error_response, refuse
+from gateway.protocols.http_guard import ConnectionLimits, LazyDeadline, WriteDeadline, error_response, refuse
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,7 @@ class HttpConnection(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
         self.write_paused: asyncio.Future[None] | None = None
+        self.write_deadline: WriteDeadline | None = None  # made when a client first falls behind
         self.read_paused = False
         # The request being parsed, the one being answered, and parsed ones waiting their turn.
         self.parsing: _Exchange | None = None
@@ -299,6 +300,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deadline.cancel()
+        if self.write_deadline is not None:
+            self.write_deadline.cancel()
         if self.refused:
             return
         state = self.state
@@ -314,18 +317,35 @@ class HttpConnection(asyncio.Protocol):
             state.all_closed.set()
 
     def pause_writing(self) -> None:
+        """The client reads slower than responses are written: handlers writing wait, no further
+        pipelined request starts, and a client that reads nothing for the write timeout is cut off."""
         if self.write_paused is None:
             self.write_paused = self.loop.create_future()
+        if self.write_deadline is None:
+            self.write_deadline = WriteDeadline(self.loop, self.transport, self.state.limits.write_timeout)
+        self.write_deadline.paused()
 
     def resume_writing(self) -> None:
         paused, self.write_paused = self.write_paused, None
         if paused is not None and not paused.done():
             paused.set_result(None)
+        if self.write_deadline is not None:
+            self.write_deadline.resumed()
+        if self.active is None and not self.transport.is_closing():
+            self._next()
 
     def shutdown(self) -> None:
         """The server is stopping: close now if idle, else after the response under way."""
         if self.active is None and self.parsing is None and not self.transport.is_closing():
-            self.transport.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close once the buffered response bytes are written, or cut off a client that does not read them."""
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            if self.write_deadline is None:
+                self.write_deadline = WriteDeadline(self.loop, self.transport, self.state.limits.write_timeout)
+            self.write_deadline.closing()
 
     # -- bytes in --------------------------------------------------------------------------
 
@@ -351,17 +371,26 @@ class HttpConnection(asyncio.Protocol):
                 self.parsing.keep_alive = False
         except httptools.HttpParserError:
             self._refuse(400, "malformed HTTP request")
+            return
+        if self.waiting:  # the server holds back the rest of a queued request: its deadline waits too
+            self.deadline.clear()
 
     def body_wanted(self) -> None:
         """A handler waits for body bytes: let them in (unless a pipelined request is queued)."""
         if self.read_paused and not self.waiting:
-            self.read_paused = False
-            self.transport.resume_reading()
+            self._resume_reading()
 
     def _pause_reading(self) -> None:
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        self.read_paused = False
+        self.transport.resume_reading()
+        if not self.deadline.armed and self.phase in (_HEADERS, _BODY):  # a queued request's: its clock restarts
+            limits = self.state.limits
+            self.deadline.arm(limits.header_timeout if self.phase == _HEADERS else limits.body_timeout)
 
     # -- httptools callbacks -------------------------------------------------------------
 
@@ -407,9 +436,9 @@ class HttpConnection(asyncio.Protocol):
         }  # fmt: skip
         exchange = _Exchange(self, scope, parser.should_keep_alive(), self.continue_wanted and version == "1.1")
         self.parsing = exchange
-        if self.active is None:
+        if self.active is None and self.write_paused is None:
             self._start(exchange)
-        else:  # pipelined: answered after the one before it
+        else:  # pipelined: answered after the one before it (and once the client reads what was sent)
             self.waiting.append(exchange)
             self._pause_reading()
 
@@ -458,24 +487,29 @@ class HttpConnection(asyncio.Protocol):
         exchange.done = True
         if not exchange.written:
             self.transport.write(error_response(500, "internal error"))
-        self.transport.close()
+        self.close()
 
     def response_done(self, exchange: _Exchange) -> None:
         if not exchange.keep_alive or self.upgraded:
-            self.transport.close()
+            self.close()
             return
         self.active = None
+        if self.write_paused is None:
+            self._next()
+        # else the client is behind: resume_writing goes on once it has read enough
+
+    def _next(self) -> None:
+        """Between responses: start the next pipelined request, or wait for one (or close, if stopping)."""
         if self.waiting:
             self._start(self.waiting.popleft())
         elif self.state.closing and self.parsing is None:
-            self.transport.close()
+            self.close()
             return
         elif self.phase == _ANSWERING:
             self.phase = _IDLE
             self.deadline.arm(self.state.keep_alive)
         if self.read_paused and not self.waiting and not self._body_piling():
-            self.read_paused = False
-            self.transport.resume_reading()
+            self._resume_reading()
 
     def _body_piling(self) -> bool:
         """The request being parsed has more unread body than reading may run ahead of its handler."""
@@ -488,10 +522,12 @@ class HttpConnection(asyncio.Protocol):
             log.debug("closing a connection from %s: request headers not complete in time", self.client)
             self._refuse(408, f"request headers not received within {self.state.limits.header_timeout:g} s")
         else:  # the body's deadline (the handler reading it sees a disconnect), or idle keep-alive
-            self.transport.close()
+            self.close()
 
     def _refuse(self, status: int, message: str) -> None:
-        refuse(self.transport, status, message, answering=self.active is not None and not self.active.done)
+        if not self.transport.is_closing():
+            refuse(self.transport, status, message, answering=self.active is not None and not self.active.done)
+            self.close()
 
 
 def _address(value: Any) -> tuple[str, int] | None:
@@ -511,6 +547,11 @@ class HttpServer:
         self.grace = grace
         self.ssl_context = ssl_context
         self._stop = asyncio.Event()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (refused ones are never counted)."""
+        return len(self.state.connections)
 
     def stop(self) -> None:
         self._stop.set()

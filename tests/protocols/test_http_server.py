@@ -14,7 +14,8 @@ import asyncio
 import hashlib
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -25,6 +26,8 @@ from gateway.protocols.http_guard import ConnectionLimits
 from gateway.protocols.http_server import HttpServer
 
 HANG_GUARD = 30.0
+MIB = 1024 * 1024
+DEFAULT_LIMITS = ConnectionLimits()
 
 
 class App:
@@ -34,6 +37,7 @@ class App:
         self.events: list[str] = []
         self.release: asyncio.Event | None = None  # /hold waits for it
         self.holding = threading.Event()  # set once /hold is waiting
+        self.big_sent = threading.Event()  # set once /big's handler has made its last send
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope["path"]
@@ -72,6 +76,8 @@ class App:
         elif path == "/inject":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nx-evil: 1")]})
             await send({"type": "http.response.body", "body": b""})
+        elif path in ("/big", "/mib"):
+            await self._large(scope, send)
         elif path == "/hold":
             assert self.release is not None
             self.holding.set()
@@ -79,6 +85,19 @@ class App:
             await _respond(send, 200, b"released")
         else:
             await _respond(send, 404, b'{"error": "no such route"}')
+
+    async def _large(self, scope: dict[str, Any], send: Any) -> None:
+        if scope["path"] == "/mib":  # 1 MiB in one send
+            self.events.append("mib")
+            await _respond(send, 200, b"m" * MIB)
+            return
+        # /big?mib=N: N MiB, one send per MiB (each waits while the client is behind)
+        size = int(scope["query_string"].decode().partition("=")[2]) * MIB
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % size)]})
+        chunk = b"b" * MIB
+        for sent in range(MIB, size + 1, MIB):
+            await send({"type": "http.response.body", "body": chunk, "more_body": sent < size})
+        self.big_sent.set()
 
 
 async def _respond(send: Any, status: int, body: bytes) -> None:
@@ -90,9 +109,10 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
 class ServerThread:
     """An :class:`HttpServer` serving :class:`App` on its own uvloop event loop."""
 
-    def __init__(self, grace: float = HANG_GUARD) -> None:
+    def __init__(self, grace: float = HANG_GUARD, limits: ConnectionLimits = DEFAULT_LIMITS) -> None:
         self.app = App()
         self.grace = grace
+        self.limits = limits
         self.started = threading.Event()
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -117,7 +137,7 @@ class ServerThread:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         self.port = sock.getsockname()[1]
-        self.server = HttpServer(self.app, ConnectionLimits(), keep_alive=HANG_GUARD, grace=self.grace)
+        self.server = HttpServer(self.app, self.limits, keep_alive=HANG_GUARD, grace=self.grace)
         self.started.set()
         await self.server.serve([sock])
 
@@ -131,8 +151,22 @@ class ServerThread:
             self.loop.call_soon_threadsafe(self.server.stop)
             self.thread.join(HANG_GUARD)
 
-    def connect(self) -> Conn:
-        return Conn(socket.create_connection(("127.0.0.1", self.port), timeout=HANG_GUARD))
+    def connect(self, receive_buffer: int = 0) -> Conn:
+        """A client connection; ``receive_buffer`` (bytes) makes its socket's receive buffer small."""
+        sock = socket.socket()
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.settimeout(HANG_GUARD)
+        try:
+            sock.connect(("127.0.0.1", self.port))
+        except OSError:
+            sock.close()
+            raise
+        return Conn(sock)
+
+    def open_connections(self) -> int:
+        assert self.server is not None
+        return self.server.open_connections
 
 
 class Conn:
@@ -200,6 +234,17 @@ class Conn:
         if gone:
             self.close()
         return gone
+
+    def read_to_the_end(self) -> int:
+        """Reads until the server closes or resets the connection; how many bytes came."""
+        total = len(self.buffer)
+        try:
+            while data := self.sock.recv(MIB):
+                total += len(data)
+        except ConnectionResetError:
+            pass
+        self.close()
+        return total
 
     def close(self) -> None:
         self.sock.close()
@@ -402,3 +447,62 @@ def test_stop_closes_what_is_still_busy_after_the_grace_period() -> None:
         running.stop()  # /hold is never released: the server closes it once the grace has passed
         assert not running.thread.is_alive()
         assert busy.closed()
+
+
+def _wait_until(condition: Callable[[], bool]) -> bool:
+    """Polls ``condition`` for what another thread does, bounded by the hang guard (no timing is asserted)."""
+    for _ in range(int(HANG_GUARD / 0.01)):
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_the_handler_released() -> None:
+    with ServerThread(limits=ConnectionLimits(write_timeout=0.2)) as running:
+        conn = running.connect(receive_buffer=4096)
+        conn.send(b"GET /big?mib=64 HTTP/1.1\r\nhost: x\r\n\r\n")
+        # The handler waits while the client is behind; once cut off, its last sends return at once.
+        assert running.app.big_sent.wait(HANG_GUARD)
+        assert running.open_connections() == 0
+        assert conn.read_to_the_end() < 64 * MIB
+
+
+def test_pipelined_requests_wait_while_the_client_reads_nothing() -> None:
+    # 64 responses of 1 MiB each, never read: the kernel buffers (at most 4 MiB of send buffer here, plus a
+    # small receive buffer) and the transport's high-water mark hold a handful of them. The rest must not
+    # be run and piled up in memory; the connection is cut off after the write timeout instead.
+    with ServerThread(limits=ConnectionLimits(write_timeout=3.0)) as running:
+        conn = running.connect(receive_buffer=4096)
+        conn.send(b"GET /mib HTTP/1.1\r\nhost: x\r\n\r\n" * 64)
+        assert _wait_until(lambda: running.app.events.count("mib") > 0)
+        assert _wait_until(lambda: running.open_connections() == 0)
+        assert running.app.events.count("mib") < 32
+        conn.close()
+
+
+def test_pipelined_responses_to_a_slow_reader_all_arrive_in_order(server: ServerThread) -> None:
+    before = server.app.events.count("mib")
+    conn = server.connect(receive_buffer=4096)
+    conn.send(b"".join(f"GET /{path} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for path in ["mib"] * 12 + ["stream"]))
+    bodies = [conn.response()[2] for _ in range(13)]
+    assert bodies[:12] == [b"m" * MIB] * 12
+    assert bodies[12] == b"one,two,three"
+    assert server.app.events.count("mib") == before + 12
+    conn.close()
+
+
+def test_a_queued_request_body_has_no_deadline_while_the_server_holds_it_back() -> None:
+    with ServerThread(limits=ConnectionLimits(body_timeout=1.0)) as running:
+        conn = running.connect()
+        # /hold is answered first; the /echo behind it has sent 3 of its 10 body bytes, and the server reads
+        # no more of it until its turn, so its body deadline must not run meanwhile.
+        conn.send(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n" + post("/echo", b"abc").replace(b"length: 3", b"length: 10"))
+        assert running.app.holding.wait(HANG_GUARD)
+        time.sleep(1.5)  # longer than the body deadline: gives a deadline that ran while held the time to fire
+        conn.send(b"defghij")  # waits in the socket until the server reads again
+        running.release_holds()
+        assert conn.response()[2] == b"released"
+        status, _, body = conn.response()
+        assert (status, orjson.loads(body)["length"]) == (200, 10)
+        conn.close()
