@@ -15,9 +15,9 @@ enforces, per connection:
 - a **connection limit**: a connection beyond ``max_connections`` open ones is answered 503
   at once and closed (never queued, never left hanging);
 - a **write deadline**: a response the client has read none of for ``write_timeout`` while the
-  transport's buffer is over its high-water mark is cut off (:class:`WriteDeadline`). uvicorn's
-  own closes are not seen here, so a close with fewer buffered bytes than the high-water mark
-  (64 KiB) still waits for a client that never reads; the gateway's own server bounds that too.
+  transport's buffer is over its high-water mark is cut off (:class:`WriteDeadline`), and so is a
+  close (after a response, on keep-alive expiry, on shutdown) with bytes still unsent. (A pipelined
+  request's handler runs while the client is behind, but uvicorn makes its first write wait.)
 
 The idle keep-alive timeout between requests stays uvicorn's (``timeout_keep_alive``), which is
 sound there because the header deadline starts with the next request's first byte.
@@ -32,7 +32,10 @@ request the HTTP parser rejects (uvicorn's own is plain text).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -43,6 +46,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 _END_OF_HEADERS: Final = b"\r\n\r\n"
+#: SO_LINGER on with a zero timeout: closing the socket sends a reset and discards what is unsent.
+_RESET: Final = struct.pack("ii", 1, 0)
 _REASONS: Final = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
                    500: b"Internal Server Error", 503: b"Service Unavailable"}  # fmt: skip
 
@@ -115,8 +120,9 @@ class LazyDeadline:
 
 
 class WriteDeadline:
-    """The bound on a client that stops reading: its connection is cut off (``abort``, which drops the
-    buffered bytes) once the response has waited ``timeout`` seconds without the client reading any of it.
+    """The bound on a client that stops reading: its connection is reset (the bytes buffered in the process
+    and in the kernel are dropped) once the response has waited ``timeout`` seconds without the client
+    reading any of it.
 
     ``paused()`` when the transport pauses writing (its buffer is over the high-water mark) and
     ``resumed()`` when the client has read enough for it to resume; ``closing()`` after a close with
@@ -149,6 +155,10 @@ class WriteDeadline:
 
     def _expired(self) -> None:
         log.debug("cutting off a client that read none of its response for %g s", self._timeout)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:  # a reset, not a close: the kernel drops the unsent bytes too, and the client knows
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self._transport.abort()
 
 
@@ -211,14 +221,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._write_deadline is None:
-            self._write_deadline = WriteDeadline(self.loop, self.transport, self.limits.write_timeout)
-        self._write_deadline.paused()
+        self._writes_deadline().paused()
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self._write_deadline is not None:
             self._write_deadline.resumed()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._bound_close()
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._bound_close()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._bound_close()
+
+    def _bound_close(self) -> None:
+        """After a close with bytes still unsent: the client has the write timeout to read them."""
+        if self.transport.is_closing():
+            self._writes_deadline().closing()
+
+    def _writes_deadline(self) -> WriteDeadline:
+        if self._write_deadline is None:
+            self._write_deadline = WriteDeadline(self.loop, self.transport, self.limits.write_timeout)
+        return self._write_deadline
 
     # -- header size and deadlines -------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,15 +22,27 @@ from gateway.protocols.http_guard import ConnectionLimits, guarded_protocol
 HANG_GUARD = 30.0
 MIB = 1024 * 1024
 SIZE = 64 * MIB
+_TCP_CLOSE = 7  # Linux's tcp_states.h
 
 
-class BigResponse:
-    """Answers every request with ``SIZE`` bytes, one send per MiB; ``sent`` is set after the last send."""
+class BigResponses:
+    """``/mib``: 1 MiB in one send (counted in ``mib``); ``/kib``: 48 KiB in one send (``answered`` is set);
+    anything else: ``SIZE`` bytes, one send per MiB (``sent`` is set after the last send)."""
 
     def __init__(self) -> None:
         self.sent = threading.Event()
+        self.answered = threading.Event()
+        self.mib = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] in ("/mib", "/kib"):
+            body = b"m" * MIB if scope["path"] == "/mib" else b"k" * 48 * 1024
+            self.mib += scope["path"] == "/mib"
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"%d" % len(body))]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            self.answered.set()
+            return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % SIZE)]})
         chunk = b"b" * MIB
         for sent in range(MIB, SIZE + 1, MIB):
@@ -38,13 +51,18 @@ class BigResponse:
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[BigResponse, int]]:
-    app = BigResponse()
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[BigResponses, int]]:
+    """uvicorn with the guard, on its own event loop in a thread. The param: the write timeout (default
+    0.2 s) and the send buffer of the accepted sockets (0: the system's)."""
+    write_timeout, send_buffer = getattr(request, "param", (0.2, 0))
+    app = BigResponses()
     sock = socket.socket()
+    if send_buffer:  # accepted sockets inherit it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)  # connections wait in the backlog until the server accepts them
-    config = uvicorn.Config(app, lifespan="off", http=guarded_protocol(ConnectionLimits(write_timeout=0.2)),
-                            log_config=None, access_log=False)  # fmt: skip
+    limits = ConnectionLimits(write_timeout=write_timeout)
+    config = uvicorn.Config(app, lifespan="off", http=guarded_protocol(limits), log_config=None, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: uvloop.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
@@ -56,20 +74,60 @@ def served() -> Iterator[tuple[BigResponse, int]]:
         sock.close()
 
 
-def test_a_client_that_stops_reading_is_cut_off_and_the_handler_released(served: tuple[BigResponse, int]) -> None:
-    app, port = served
+def _client(port: int) -> socket.socket:
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client.settimeout(HANG_GUARD)
-    with client:
-        client.connect(("127.0.0.1", port))
+    client.connect(("127.0.0.1", port))
+    return client
+
+
+def _read_to_the_end(client: socket.socket) -> int:
+    received = 0
+    try:
+        while data := client.recv(MIB):
+            received += len(data)
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_the_handler_released(served: tuple[BigResponses, int]) -> None:
+    app, port = served
+    with _client(port) as client:
         client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         # The handler waits while the client is behind; once cut off, its last sends return at once.
         assert app.sent.wait(HANG_GUARD)
-        received = 0
-        try:
-            while data := client.recv(MIB):
-                received += len(data)
-        except ConnectionResetError:
-            pass
-    assert received < SIZE
+        assert _read_to_the_end(client) < SIZE
+
+
+@pytest.mark.parametrize("served", [(3.0, 0)], indirect=True)
+def test_pipelined_requests_wait_while_the_client_reads_nothing(served: tuple[BigResponses, int]) -> None:
+    # The kernel (at most 4 MiB of send buffer here) and the transport hold a handful of the 64 responses;
+    # uvicorn runs the next handler but makes its write wait, so no more are run before the cut-off.
+    app, port = served
+    with _client(port) as client:
+        client.sendall(b"GET /mib HTTP/1.1\r\nhost: x\r\n\r\n" * 64)
+        assert _wait_for_reset(client)
+    assert 0 < app.mib < 32
+
+
+def _wait_for_reset(client: socket.socket) -> bool:
+    """Polls (bounded) until the server has reset the connection, without reading any of it."""
+    for _ in range(int(HANG_GUARD / 0.01)):
+        if client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE:  # tcpi_state
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("served", [(0.2, 4096)], indirect=True)
+def test_a_close_with_bytes_unsent_to_a_client_that_reads_nothing_is_cut_off(served: tuple[BigResponses, int]) -> None:
+    # 48 KiB and Connection: close to a client that reads nothing: small kernel buffers take part of it, the
+    # rest stays in the transport under its high-water mark (writing never pauses), and the close waits for it.
+    app, port = served
+    with _client(port) as client:
+        client.sendall(b"GET /kib HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        assert app.answered.wait(HANG_GUARD)
+        assert _wait_for_reset(client)
+        assert _read_to_the_end(client) < 48 * 1024

@@ -76,7 +76,7 @@ class App:
         elif path == "/inject":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nx-evil: 1")]})
             await send({"type": "http.response.body", "body": b""})
-        elif path in ("/big", "/mib"):
+        elif path in ("/big", "/mib", "/kib"):
             await self._large(scope, send)
         elif path == "/hold":
             assert self.release is not None
@@ -90,6 +90,10 @@ class App:
         if scope["path"] == "/mib":  # 1 MiB in one send
             self.events.append("mib")
             await _respond(send, 200, b"m" * MIB)
+            return
+        if scope["path"] == "/kib":  # ?kib=N: N KiB in one send
+            self.events.append("kib")
+            await _respond(send, 200, b"k" * 1024 * int(scope["query_string"].decode().partition("=")[2]))
             return
         # /big?mib=N: N MiB, one send per MiB (each waits while the client is behind)
         size = int(scope["query_string"].decode().partition("=")[2]) * MIB
@@ -109,10 +113,13 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
 class ServerThread:
     """An :class:`HttpServer` serving :class:`App` on its own uvloop event loop."""
 
-    def __init__(self, grace: float = HANG_GUARD, limits: ConnectionLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, grace: float = HANG_GUARD, limits: ConnectionLimits = DEFAULT_LIMITS, send_buffer: int = 0
+    ) -> None:
         self.app = App()
         self.grace = grace
         self.limits = limits
+        self.send_buffer = send_buffer  # bytes; accepted sockets inherit it from the listening one
         self.started = threading.Event()
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -134,6 +141,8 @@ class ServerThread:
         self.loop = asyncio.get_running_loop()
         self.app.release = asyncio.Event()
         sock = socket.socket()
+        if self.send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         self.port = sock.getsockname()[1]
@@ -479,6 +488,18 @@ def test_pipelined_requests_wait_while_the_client_reads_nothing() -> None:
         assert _wait_until(lambda: running.open_connections() == 0)
         assert running.app.events.count("mib") < 32
         conn.close()
+
+
+def test_a_close_with_bytes_unsent_to_a_client_that_reads_nothing_is_cut_off() -> None:
+    # 48 KiB with Connection: close, to a client that reads nothing. Small kernel buffers on both sides
+    # take part of it; the rest stays in the transport, under its 64 KiB high-water mark, so writing never
+    # pauses. A close waits for those bytes to go: the write deadline bounds that wait too.
+    with ServerThread(limits=ConnectionLimits(write_timeout=0.2), send_buffer=4096) as running:
+        conn = running.connect(receive_buffer=4096)
+        conn.send(b"GET /kib?kib=48 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        assert _wait_until(lambda: "kib" in running.app.events)  # answered, so the connection was open
+        assert _wait_until(lambda: running.open_connections() == 0)
+        assert conn.read_to_the_end() < 48 * 1024
 
 
 def test_pipelined_responses_to_a_slow_reader_all_arrive_in_order(server: ServerThread) -> None:
