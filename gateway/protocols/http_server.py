@@ -321,9 +321,7 @@ class HttpConnection(asyncio.Protocol):
         pipelined request starts, and a client that reads nothing for the write timeout is cut off."""
         if self.write_paused is None:
             self.write_paused = self.loop.create_future()
-        if self.write_deadline is None:
-            self.write_deadline = WriteDeadline(self.loop, self.transport, self.state.limits.write_timeout)
-        self.write_deadline.paused()
+        self._writes_deadline().paused()
 
     def resume_writing(self) -> None:
         paused, self.write_paused = self.write_paused, None
@@ -343,9 +341,12 @@ class HttpConnection(asyncio.Protocol):
         """Close once the buffered response bytes are written, or cut off a client that does not read them."""
         self.transport.close()
         if self.transport.get_write_buffer_size():
-            if self.write_deadline is None:
-                self.write_deadline = WriteDeadline(self.loop, self.transport, self.state.limits.write_timeout)
-            self.write_deadline.closing()
+            self._writes_deadline().closing()
+
+    def _writes_deadline(self) -> WriteDeadline:
+        if self.write_deadline is None:
+            self.write_deadline = WriteDeadline(self.loop, self.transport, self.state.limits.write_timeout)
+        return self.write_deadline
 
     # -- bytes in --------------------------------------------------------------------------
 
