@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 #: How long a test waits for something the server must do within its (short) deadline: a hang guard only.
 HANG_GUARD = 60.0
 LIMITED_CONNECTIONS = 3
+_TCP_CLOSE = 7  # Linux's tcp_states.h
 
 
 def _config(tmp_path: Path, name: str, text: str) -> Path:
@@ -49,12 +50,14 @@ HTTP_SERVERS = ["modelgate", "uvicorn"]
 def server(
     demo_repo: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ServerProcess]:
-    """Short deadlines (1 s headers, 1 s body, 1 s idle keep-alive), 4 KiB of headers, 1 MiB bodies."""
+    """Short deadlines (1 s headers, 1 s body, 1 s idle keep-alive, 1 s writes to a client that reads nothing),
+    4 KiB of headers, 1 MiB bodies."""
     config = _config(
         tmp_path_factory.mktemp("conn"),
         "gateway.yaml",
         f"http_server: {request.param}\n"
         "http_header_timeout_seconds: 1\nhttp_body_timeout_seconds: 1\nhttp_keep_alive_seconds: 1\n"
+        "http_write_timeout_seconds: 1\n"
         "http_max_header_bytes: 4096\nmax_request_bytes: 1048576\n"
         "grpc_max_connection_age_seconds: 1\ngrpc_max_connection_age_grace_seconds: 1\n"
         "grpc_min_ping_interval_seconds: 30\n",
@@ -188,6 +191,30 @@ def test_idle_keep_alive_connection_is_closed(server: ServerProcess) -> None:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _read_response(sock).startswith(b"HTTP/1.1 200")
         assert _read_until_closed(sock) == b""  # then nothing more: the idle connection is closed
+
+
+def _reset_within(sock: socket.socket, seconds: float) -> bool:
+    """Polls (bounded) until the server has reset the connection, without reading any of it."""
+    for _ in range(int(seconds / 0.01)):
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE:  # tcpi_state
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_client_that_reads_none_of_its_answers_is_cut_off(server: ServerProcess) -> None:
+    # 20,000 pipelined metadata requests (about 1 MB, which the socket buffers take whole) whose answers
+    # (several MiB) are never read: the server answers until the client is behind, then resets the connection
+    # once the write timeout (1 s here; 60 s by default, past this test's wait) has passed.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(HANG_GUARD)
+    with sock:
+        sock.connect(("127.0.0.1", server.http))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /v2/models/digits_mlp HTTP/1.1\r\nHost: x\r\n\r\n" * 20_000)
+        assert _reset_within(sock, HANG_GUARD / 2)
+    assert _get(server.http) == 200  # and everyone else is served
 
 
 def test_headers_over_the_limit_get_431(server: ServerProcess) -> None:
