@@ -27,13 +27,13 @@ from gateway.protos import open_inference_grpc_pb2 as pb
 from gateway.protos import open_inference_grpc_pb2_grpc as pb_grpc
 from tests.e2e.server_process import ServerProcess
 from tests.onnx_models import write_slow_model
+from tests.sockets import reset_within
 
 pytestmark = pytest.mark.e2e
 
 #: How long a test waits for something the server must do within its (short) deadline: a hang guard only.
 HANG_GUARD = 60.0
 LIMITED_CONNECTIONS = 3
-_TCP_CLOSE = 7  # Linux's tcp_states.h
 
 
 def _config(tmp_path: Path, name: str, text: str) -> Path:
@@ -193,15 +193,6 @@ def test_idle_keep_alive_connection_is_closed(server: ServerProcess) -> None:
         assert _read_until_closed(sock) == b""  # then nothing more: the idle connection is closed
 
 
-def _reset_within(sock: socket.socket, seconds: float) -> bool:
-    """Polls (bounded) until the server has reset the connection, without reading any of it."""
-    for _ in range(int(seconds / 0.01)):
-        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE:  # tcpi_state
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_a_client_that_reads_none_of_its_answers_is_cut_off(server: ServerProcess) -> None:
     # 20,000 pipelined metadata requests (about 1 MB, which the socket buffers take whole) whose answers
     # (several MiB) are never read: the server answers until the client is behind, then resets the connection
@@ -213,7 +204,7 @@ def test_a_client_that_reads_none_of_its_answers_is_cut_off(server: ServerProces
         sock.connect(("127.0.0.1", server.http))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(b"GET /v2/models/digits_mlp HTTP/1.1\r\nHost: x\r\n\r\n" * 20_000)
-        assert _reset_within(sock, HANG_GUARD / 2)
+        assert reset_within(sock, HANG_GUARD / 2)
     assert _get(server.http) == 200  # and everyone else is served
 
 

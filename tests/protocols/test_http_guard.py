@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,11 +17,11 @@ import uvicorn
 import uvloop
 
 from gateway.protocols.http_guard import ConnectionLimits, guarded_protocol
+from tests.sockets import read_to_the_end, reset_within
 
 HANG_GUARD = 30.0
 MIB = 1024 * 1024
 SIZE = 64 * MIB
-_TCP_CLOSE = 7  # Linux's tcp_states.h
 
 
 class BigResponses:
@@ -82,23 +81,13 @@ def _client(port: int) -> socket.socket:
     return client
 
 
-def _read_to_the_end(client: socket.socket) -> int:
-    received = 0
-    try:
-        while data := client.recv(MIB):
-            received += len(data)
-    except ConnectionResetError:
-        pass
-    return received
-
-
 def test_a_client_that_stops_reading_is_cut_off_and_the_handler_released(served: tuple[BigResponses, int]) -> None:
     app, port = served
     with _client(port) as client:
         client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         # The handler waits while the client is behind; once cut off, its last sends return at once.
         assert app.sent.wait(HANG_GUARD)
-        assert _read_to_the_end(client) < SIZE
+        assert read_to_the_end(client) < SIZE
 
 
 @pytest.mark.parametrize("served", [(3.0, 0)], indirect=True)
@@ -108,17 +97,8 @@ def test_pipelined_requests_wait_while_the_client_reads_nothing(served: tuple[Bi
     app, port = served
     with _client(port) as client:
         client.sendall(b"GET /mib HTTP/1.1\r\nhost: x\r\n\r\n" * 64)
-        assert _wait_for_reset(client)
+        assert reset_within(client, HANG_GUARD)
     assert 0 < app.mib < 32
-
-
-def _wait_for_reset(client: socket.socket) -> bool:
-    """Polls (bounded) until the server has reset the connection, without reading any of it."""
-    for _ in range(int(HANG_GUARD / 0.01)):
-        if client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE:  # tcpi_state
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.mark.parametrize("served", [(0.2, 4096)], indirect=True)
@@ -129,5 +109,5 @@ def test_a_close_with_bytes_unsent_to_a_client_that_reads_nothing_is_cut_off(ser
     with _client(port) as client:
         client.sendall(b"GET /kib HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         assert app.answered.wait(HANG_GUARD)
-        assert _wait_for_reset(client)
-        assert _read_to_the_end(client) < 48 * 1024
+        assert reset_within(client, HANG_GUARD)
+        assert read_to_the_end(client) < 48 * 1024

@@ -24,6 +24,7 @@ import uvloop
 
 from gateway.protocols.http_guard import ConnectionLimits
 from gateway.protocols.http_server import HttpServer
+from tests.sockets import read_to_the_end
 
 HANG_GUARD = 30.0
 MIB = 1024 * 1024
@@ -245,13 +246,8 @@ class Conn:
         return gone
 
     def read_to_the_end(self) -> int:
-        """Reads until the server closes or resets the connection; how many bytes came."""
-        total = len(self.buffer)
-        try:
-            while data := self.sock.recv(MIB):
-                total += len(data)
-        except ConnectionResetError:
-            pass
+        """Reads until the server closes or resets the connection (then closes this side); how many bytes came."""
+        total = len(self.buffer) + read_to_the_end(self.sock)
         self.close()
         return total
 
