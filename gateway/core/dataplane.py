@@ -89,8 +89,12 @@ class DataPlane:
         limits: TensorLimits = DEFAULT_LIMITS,
         evidence: EvidenceBook | None = None,
         peers_ready: Callable[[], bool] | None = None,
+        stopwatch: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._manager = manager
+        #: Times a live request for its version's rollout evidence (a test may pass ``time.process_time``:
+        #: CPU seconds, which a busy machine's scheduling stalls do not inflate).
+        self._stopwatch = stopwatch
         #: With several serving processes: whether every one of them is ready (None: this one alone serves).
         self._peers_ready = peers_ready
         self._events = events
@@ -211,6 +215,7 @@ class DataPlane:
         names = [spec.name for spec in wanted]
         call = target.call
         started = time.perf_counter()
+        timer = self._stopwatch()
         if self.tracer.enabled and target.config.dynamic_batching is None:
             call = self._traced(target, call, started)
         try:
@@ -218,14 +223,14 @@ class DataPlane:
         except GatewayError as exc:
             self._events.rejected(target.model, exc.kind.value.lower())
             if observe and not exc.is_client_error:
-                self.evidence.observe(target.model, target.version, False, time.perf_counter() - started)
+                self.evidence.observe(target.model, target.version, False, self._stopwatch() - timer)
             raise
         finally:
             self._events.backend_call(
                 target.model, target.version, target.config.backend or "", time.perf_counter() - started
             )
         if observe:
-            self.evidence.observe(target.model, target.version, True, time.perf_counter() - started)
+            self.evidence.observe(target.model, target.version, True, self._stopwatch() - timer)
         outputs = [_output_tensor(spec, results) for spec in wanted]
         return InferResponse(target.model, str(target.version), outputs, id=request.id)
 

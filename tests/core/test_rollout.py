@@ -1,7 +1,9 @@
 """Rollouts walked by the controller in-process, over real ONNX Runtime versions that go wrong.
 
 Decisions depend on request counts only (dwell 0, ticks called by the test), except the
-latency case, where the slow version is hundreds of times slower than the stable one.
+latency case. There the slow version costs hundreds of times the stable one's CPU, and the
+node times requests in CPU seconds (``time.process_time``): a busy machine's scheduling stalls
+do not inflate the stable version's p99 as they do its wall-clock p99.
 """
 
 from __future__ import annotations
@@ -75,11 +77,12 @@ class Node:
         await self.manager.unload_all()
 
 
-async def make_node(repo: Path, name: str, clock: Callable[[], float] = time.time) -> Node:
+async def make_node(repo: Path, name: str, clock: Callable[[], float] = time.time,
+                    stopwatch: Callable[[], float] = time.perf_counter) -> Node:  # fmt: skip
     metrics = Metrics()
     manager = ModelManager(ModelRepository(repo), default_registry())
     await manager.load_all()
-    dataplane = DataPlane(manager, metrics)
+    dataplane = DataPlane(manager, metrics, stopwatch=stopwatch)
     lifecycle = Lifecycle(manager, DeploymentHistory(repo), metrics)
     controller = RolloutController(lifecycle, dataplane.evidence, name, poll_seconds=0.5, clock=clock)
     await controller.tick()
@@ -89,6 +92,14 @@ async def make_node(repo: Path, name: str, clock: Callable[[], float] = time.tim
 @pytest.fixture
 async def node(repo: Path) -> AsyncIterator[Node]:
     n = await make_node(repo, "replica-a")
+    yield n
+    await n.close()
+
+
+@pytest.fixture
+async def cpu_timed_node(repo: Path) -> AsyncIterator[Node]:
+    """A node whose rollout evidence times requests in CPU seconds (see the module docstring)."""
+    n = await make_node(repo, "replica-a", stopwatch=time.process_time)
     yield n
     await n.close()
 
@@ -161,7 +172,8 @@ async def test_a_version_that_fails_is_rolled_back_within_its_first_canary_share
     assert metric(node, "modelgate_rollbacks_total", {"model": "digits_mlp", "reason": "error_rate"}) == 1
 
 
-async def test_a_slow_version_is_rolled_back_on_latency(repo: Path, node: Node) -> None:
+async def test_a_slow_version_is_rolled_back_on_latency(repo: Path, cpu_timed_node: Node) -> None:
+    node = cpu_timed_node
     add_variant(repo, 2, "slow")
     # p99 over 60+ candidate and 240+ stable requests: a few hiccups of the stable version do not move it.
     plan = {**PLAN, "min_requests": 60, "slo": {"max_p99_ratio": 3, "latency_floor_seconds": 0.001}}
