@@ -119,6 +119,11 @@ class Gateway:
         control = control_plane(self.lifecycle, s.token(), api, local_ops_refused=refused)
         ctx = ProtocolContext(self.dataplane, self.metrics, s.max_request_bytes, control.repository)
         mounts = mount_all(ctx, self.protocols)
+        # A replacement worker loads before it listens: on ports shared with SO_REUSEPORT the kernel would
+        # hand it a share of new connections while its models load, and those requests would fail.
+        load_first = self.worker is not None and self.worker.replacement
+        if load_first:
+            await self.manager.load_all()
         shared = self.worker is not None  # the ports are shared with the other workers (SO_REUSEPORT)
         http_sock = _bind(s.host, s.http_port, shared)
         metrics_sock = _bind(s.host, s.metrics_port, shared)
@@ -150,7 +155,8 @@ class Gateway:
             s.management_host, self.ports.management, s.model_repository,
             "off" if s.tls_cert is None else ("mutual" if s.tls_client_ca else "on"),
         )  # fmt: skip
-        await self.manager.load_all()
+        if not load_first:
+            await self.manager.load_all()  # the ports answer liveness (and queue clients) meanwhile
         await self.rollouts.safe_tick()  # resume rollouts recorded in the repository before serving
         self._publish(READY)
         await _call_all(mounts.on_ready)

@@ -1,5 +1,5 @@
 """Entry point of one serving process of ``modelgate serve --workers N``:
-``python -m gateway.multiprocess.child --index I --count N --run-dir DIR --parent-pid P``.
+``python -m gateway.multiprocess.child --index I --count N --run-dir DIR --parent-pid P [--replacement]``.
 
 It asks the kernel to SIGKILL it when the supervisor dies (first thing), reads the settings the
 supervisor resolved, and runs a whole gateway on the shared ports until SIGTERM/SIGINT.
@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--replacement", action="store_true", help="load the models before listening")
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
 
@@ -33,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = read_settings(args.run_dir)
         configure_logging(settings.log_level, settings.log_format)
-        run_until_signal(Gateway(settings, worker=WorkerRole(args.index, args.count, args.run_dir), own_process=True))
+        role = WorkerRole(args.index, args.count, args.run_dir, args.replacement)
+        run_until_signal(Gateway(settings, worker=role, own_process=True))
     except (ConfigError, OSError) as exc:  # as `modelgate serve` reports them: one line, exit 2
         print(f"modelgate: error: worker {args.index}: {exc}", file=sys.stderr)
         return 2

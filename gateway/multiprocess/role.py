@@ -13,6 +13,9 @@ class WorkerRole:
     count: int
     #: The supervisor's run directory (settings, readiness board, metrics files).
     run_dir: Path
+    #: Started in place of a worker that ended, while the others serve: it joins the shared ports only
+    #: once its models are loaded, so the kernel hands it no connection it cannot serve yet.
+    replacement: bool = False
 
     @property
     def serves_management(self) -> bool:

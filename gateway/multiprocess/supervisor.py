@@ -64,6 +64,7 @@ class Supervisor:
         command = [
             sys.executable, "-m", "gateway.multiprocess.child", "--index", str(slot.index), "--count",
             str(self.count), "--run-dir", str(self.run_dir), "--parent-pid", str(os.getpid()),
+            *(["--replacement"] if slot.restarts else []),
         ]  # fmt: skip
         env = child_env({
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(self.run_dir)),

@@ -124,7 +124,14 @@ def test_one_scrape_counts_every_request_and_a_killed_worker_is_replaced(server:
     wait_for(lambda: len(workers(server)) == 2 and victim not in workers(server), "a replacement worker")
     wait_for(lambda: ready(server), "the gateway to be ready again")
     assert before - {victim} <= workers(server)  # the other worker was left alone
-    server.wait_for_log(f"(pid {victim}) ended (signal 9): starting a replacement")
+    death = server.wait_for_log(f"(pid {victim}) ended (signal 9): starting a replacement")
+    index = death.split("modelgate worker ", 1)[1].split(" ", 1)[0]  # "0/2" or "1/2"
+    listening = f"modelgate worker {index} listening"
+    wait_for(lambda: listening in server.log().split(death, 1)[1], "the replacement's log lines")
+    # The replacement joined the shared ports only once its model was loaded: until then the kernel
+    # handed every new connection to the worker left (its lines after the death notice, in order).
+    after = server.log().split(death, 1)[1]
+    assert after.index("model digits_mlp version 1 is ready") < after.index(listening)
 
     send_rest(server, connections=16, per_connection=5)
     counted = {"rest": 250, "rest timed": 250, "grpc": 40, "grpc timed": 40}  # with the dead one's count
