@@ -34,7 +34,9 @@ class ServerProcess:
         self.scheme = ready_url_scheme
         self.ready_context = ready_context
 
-    def start(self, timeout: float = 60) -> ServerProcess:
+    def start(self, timeout: float = 300) -> ServerProcess:
+        """``timeout`` is a hang guard, not a speed check: a framework-heavy repository (TensorFlow workers,
+        TorchServe's JVM) can take minutes to load on a busy 2-core machine."""
         self.proc = subprocess.Popen(self.args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                                      env=self.env)  # fmt: skip
         self._drainer = threading.Thread(target=self._drain, daemon=True)

@@ -9,12 +9,12 @@ or a blocking read with a generous hang guard, never a sleep used as synchronisa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import select
 import socket
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -277,40 +277,26 @@ def test_connections_over_the_limit_are_refused_at_once(limited: ServerProcess) 
 # -- gRPC -----------------------------------------------------------------------------
 
 
-def _states(channel: grpc.Channel) -> tuple[list[grpc.ChannelConnectivity], threading.Condition]:
-    seen: list[grpc.ChannelConnectivity] = []
-    changed = threading.Condition()
+async def _wait_for_goaway(target: str, options: Sequence[tuple[str, int]] = (), reconnect: bool = False) -> None:
+    """Returns once the server has dropped a ready connection (READY, then any other state).
 
-    def record(state: grpc.ChannelConnectivity) -> None:
-        with changed:
-            seen.append(state)
-            changed.notify_all()
-
-    channel.subscribe(record, try_to_connect=False)
-    return seen, changed
-
-
-def _wait_for_goaway(channel: grpc.Channel) -> None:
-    """Returns once the ready channel has been dropped by the server (READY, then IDLE or a failure)."""
-    seen, changed = _states(channel)
-    stub = pb_grpc.GRPCInferenceServiceStub(channel)
-    assert stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG_GUARD).live
-    dropped = {grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.TRANSIENT_FAILURE}
-
-    def went_away() -> bool:
-        return grpc.ChannelConnectivity.READY in seen and bool(
-            dropped & set(seen[seen.index(grpc.ChannelConnectivity.READY) :])
-        )
-
-    with changed:
-        assert changed.wait_for(went_away, timeout=HANG_GUARD), f"the connection was never dropped: {seen}"
+    A successful call proves the channel was READY; from there ``wait_for_state_change`` watches for the
+    next state in gRPC core itself, so a short-lived READY cannot be missed (a ``subscribe`` callback
+    reports only the state current when its polling thread runs).
+    """
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert (await stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG_GUARD)).live
+        state = channel.get_state()
+        while state == grpc.ChannelConnectivity.READY:
+            await asyncio.wait_for(channel.wait_for_state_change(state), HANG_GUARD)
+            state = channel.get_state()
+        if reconnect:
+            assert (await stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG_GUARD)).live  # it reconnects
 
 
 def test_grpc_connection_is_aged_out(server: ServerProcess) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
-        _wait_for_goaway(channel)
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=HANG_GUARD).live  # it reconnects
+    asyncio.run(_wait_for_goaway(f"127.0.0.1:{server.grpc}", reconnect=True))
 
 
 def test_grpc_keepalive_enforcement_sends_away_a_client_pinging_too_often(limited: ServerProcess) -> None:
@@ -320,8 +306,7 @@ def test_grpc_keepalive_enforcement_sends_away_a_client_pinging_too_often(limite
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     ]
-    with grpc.insecure_channel(f"127.0.0.1:{limited.grpc}", options=options) as channel:
-        _wait_for_goaway(channel)
+    asyncio.run(_wait_for_goaway(f"127.0.0.1:{limited.grpc}", options))
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,10 @@ pytestmark = pytest.mark.anyio
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-#: A 4 x 600^3 MatMul chain: hundreds of milliseconds on one thread, so a request is observably in flight.
+#: For a MatMul chain (tests.onnx_models.write_slow_model): "slow" is 12 x 1500^3 (about a second on one
+#: thread), so a second request reaches the gate while the first is still in flight even on a busy
+#: machine; "hasty" is 6 x 1500^3 (about half a second) against a 10 ms deadline, so even a fast machine
+#: cannot answer in time.
 SLOW_CONFIG = """\
 backend: onnxruntime
 max_queue_size: 1
@@ -398,8 +401,8 @@ async def test_server_options_refuse_a_second_server_on_the_same_port() -> None:
 @pytest.fixture
 def slow_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "slow_repo"
-    for name, timeout in (("slow", 60), ("hasty", 0.01)):
-        write_slow_model(repo / name / "1" / "model.onnx", size=600, repeats=4)
+    for name, timeout, repeats in (("slow", 60, 12), ("hasty", 0.01, 6)):
+        write_slow_model(repo / name / "1" / "model.onnx", size=1500, repeats=repeats)
         (repo / name / "config.yaml").write_text(SLOW_CONFIG.format(timeout=timeout), encoding="utf-8")
     return repo
 
