@@ -313,7 +313,8 @@ def test_grpc_keepalive_enforcement_sends_away_a_client_pinging_too_often(limite
 def one_stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One concurrent gRPC call per connection, and a model slow enough to hold one open."""
     root = tmp_path_factory.mktemp("streams")
-    write_slow_model(root / "repo" / "slow" / "1" / "model.onnx")
+    # 24 x 1500^3 MatMul steps, seconds a call: the test sees it in flight however slowly its polls run.
+    write_slow_model(root / "repo" / "slow" / "1" / "model.onnx", repeats=24)
     (root / "repo" / "slow" / "config.yaml").write_text("backend: onnxruntime\n")
     config = _config(root, "gateway.yaml", "grpc_max_concurrent_streams: 1\n")
     with ServerProcess(root / "repo", "--config", str(config)) as proc:
