@@ -29,7 +29,8 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     # 24 x 1500^3 MatMul steps: seconds a request, so all six are in flight (two running, four queued) long
     # before the first two finish, even when this test process gets little of a busy machine.
     (tmp_path / "slow" / "config.yaml").parent.mkdir(parents=True)
-    (tmp_path / "slow" / "config.yaml").write_text("backend: onnxruntime\nparameters: {concurrency: 2}\n")
+    config = "backend: onnxruntime\ntimeout_seconds: 600\nparameters: {concurrency: 2}\n"  # 600: a hang guard
+    (tmp_path / "slow" / "config.yaml").write_text(config)
     write_slow_model(tmp_path / "slow" / "1" / "model.onnx", repeats=24)
     # The grace is a hang guard here: three rounds of two such requests must drain on a busy machine.
     server = ServerProcess(tmp_path, env={"MODELGATE_SHUTDOWN_GRACE_SECONDS": "300"}).start()
