@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # The CPU torch wheel lies in /opt/wheels on this kind of machine; pip finds it there.
 FIND_LINKS := $(shell test -d /opt/wheels && echo --find-links /opt/wheels)
 
-.PHONY: install deploy-tools dashboards models serve test test-quick lint protos bench bench-peers bench-workers \
+.PHONY: install deploy-tools bench-tools dashboards models serve test test-quick lint protos bench bench-peers bench-workers \
 	loadtest loadtest-compare loadtest-sweep loadtest-compare-versions loadtest-rollouts
 
 install: $(STAMP)
@@ -43,15 +43,19 @@ deploy-tools:
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 
+# wrk (Debian) for the benchmarks' load-generator tests (tests/bench/test_wrk_pace.py).
+bench-tools:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
 # Regenerate deploy/dashboards/*.json from deploy/dashboards/definitions.py.
 dashboards: install
 	$(PY) -m deploy.dashboards
 
-test: models deploy-tools
+test: models deploy-tools bench-tools
 	$(PY) -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 # Core, protocol and end-to-end tests without TensorFlow/torch (seconds, not minutes).
-test-quick: install deploy-tools
+test-quick: install deploy-tools bench-tools
 	$(PY) -m pytest -n 2 --dist loadscope -m "not frameworks" $(PYTEST_ARGS)
 
 lint: install

@@ -154,14 +154,33 @@ WRK_DONE = (
 )
 
 
-def wrk_script(work: Path, body: bytes, headers: dict[str, str]) -> Path:
-    """A wrk Lua script POSTing ``body`` with ``headers`` and printing p50/p95/p99 when done."""
+#: Prepended to a wrk script for a fixed request rate (``%g``: ms between requests over all connections).
+#: wrk calls ``delay()`` before each request; one schedule of slots (monotonic clock through LuaJIT's
+#: FFI) spaces the requests of every connection, and a server slower than the rate is not caught up
+#: on in a burst (it shows a lower achieved rate), as with ``h2load --rps``.
+WRK_PACE = """local ffi = require("ffi")
+ffi.cdef[[typedef struct { long tv_sec; long tv_nsec; } mg_timespec; int clock_gettime(int, mg_timespec *);]]
+local mg_now = ffi.new("mg_timespec")
+local mg_interval, mg_slot = %g, nil
+function delay()
+  ffi.C.clock_gettime(1, mg_now)
+  local now = tonumber(mg_now.tv_sec) * 1000 + tonumber(mg_now.tv_nsec) / 1e6
+  if mg_slot == nil or mg_slot < now - mg_interval then mg_slot = now else mg_slot = mg_slot + mg_interval end
+  return math.max(0, mg_slot - now)
+end
+"""
+
+
+def wrk_script(work: Path, body: bytes, headers: dict[str, str], rate: float = 0) -> Path:
+    """A wrk Lua script POSTing ``body`` with ``headers`` (at ``rate`` requests/s in all when > 0) and
+    printing p50/p95/p99 when done."""
     body_file = work / "body.bin"
     body_file.write_bytes(body)
     header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    pace = WRK_PACE % (1000 / rate) if rate > 0 else ""
     script = work / "post.lua"
     script.write_text(
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.method = "POST"\n'
+        f'{pace}local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.method = "POST"\n'
         f"{header_lines}{WRK_DONE}"
     )
     return script
@@ -181,9 +200,10 @@ def parse_wrk(out: str) -> LoadFigures:
 
 
 def wrk_run(url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: int,
-            work: Path) -> LoadFigures:  # fmt: skip
-    """One wrk run (1 thread, HTTP/1.1 keep-alive) POSTing ``body``."""
-    script = wrk_script(work, body, headers)
+            work: Path, rate: float = 0) -> LoadFigures:  # fmt: skip
+    """One wrk run (1 thread, HTTP/1.1 keep-alive) POSTing ``body``; ``rate`` > 0: that many requests/s
+    in all, spread over the ``concurrency`` connections (:data:`WRK_PACE`)."""
+    script = wrk_script(work, body, headers, rate)
     out, wall, cpu = run_loadgen(["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "5s",
                                   "-s", str(script), url])  # fmt: skip
     return replace(parse_wrk(out), loadgen_cpu_pct=100 * cpu / wall)

@@ -2,10 +2,12 @@
 
 - closed loop at concurrency 1, 8, 32, 64: ``wrk -t1`` (HTTP/1.1 keep-alive) for V2 JSON,
   ``h2load -t1`` (HTTP/2, up to 8 connections with streams for the rest) for V2 gRPC;
-- a fixed request rate: ``h2load --rps`` (per connection; ``--h1`` for HTTP/1.1) over 8 connections.
-  wrk2 is not packaged here and the project's own open-loop generator is Locust, whose CPU cost
-  (one Python process) would distort a comparison of servers on 2 cores; h2load's rate limiting keeps
-  each connection closed-loop, so a server slower than the rate shows a lower achieved rate.
+- a fixed request rate over 8 connections: ``wrk`` pacing its requests (:data:`bench.v2_overhead.WRK_PACE`)
+  for V2 JSON, ``h2load --rps`` (per connection) for V2 gRPC. wrk2 is not packaged here and the project's
+  own open-loop generator is Locust, whose CPU cost (one Python process) would distort a comparison of
+  servers on 2 cores. Both keep each connection closed-loop, so a server slower than the rate shows a
+  lower achieved rate. (``h2load --h1`` was used for V2 JSON before: it cannot read a status line with
+  an empty reason phrase, ``HTTP/1.1 200 ``, which TorchServe sends, and counted every answer as failed.)
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ def points(concurrencies: list[int], rate: int) -> list[Point]:
 
 def rest(url: str, body: bytes, point: Point, duration: int, work: Path) -> LoadFigures:
     if point.rate:
-        return h2load_run(url, body, JSON_HEADERS, RATE_CONNECTIONS, 1, duration, work,
-                          ("--h1", f"--rps={point.rate / RATE_CONNECTIONS:g}"))  # fmt: skip
+        return wrk_run(url, body, JSON_HEADERS, RATE_CONNECTIONS, duration, work, rate=point.rate)
     return wrk_run(url, body, JSON_HEADERS, point.concurrency, duration, work)
 
 

@@ -244,9 +244,10 @@ def write_outputs(args: argparse.Namespace, rows: list[report.Row], targets: lis
               "and the same V2 JSON body for every server (TorchServe: the same MLP as TorchScript), each checked to "
               "answer like ONNX Runtime first; all servers up at once (started one by one), targets interleaved "
               "point by point, the order rotating at each point. "
-              "Closed loop: `wrk -t1` (V2 JSON), `h2load -t1` (V2 gRPC, up to 8 connections). Fixed rate: "
-              f"`h2load --rps` over {load.RATE_CONNECTIONS} connections. Ratios are against the gateway at the same "
-              "point (req/s: higher is better for the target; p99: lower)."]  # fmt: skip
+              "Closed loop: `wrk -t1` (V2 JSON), `h2load -t1` (V2 gRPC, up to 8 connections). Fixed rate, over "
+              f"{load.RATE_CONNECTIONS} connections: `wrk` pacing its requests (V2 JSON), `h2load --rps` (V2 gRPC). "
+              "Ratios are against the gateway at the same point "
+              "(req/s: higher is better for the target; p99: lower)."]  # fmt: skip
     section = report.markdown_section(rows, machine_lines, setups, verdict, method)
     args.doc.write_text(report.replace_section(args.doc.read_text(), section))
     print(f"wrote the table into {args.doc}")
